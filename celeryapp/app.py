@@ -1,0 +1,68 @@
+"""The Celery application: JSON only, acks late, Redis-safe timeouts."""
+from __future__ import annotations
+
+from celery import Celery
+
+from .config import PRIORITIES, Settings, get_settings
+from .routing import DEFAULT_QUEUE, PRIORITY_STEPS, TASK_ROUTES, task_queues
+
+
+def celery_config(settings: Settings) -> dict:
+    """Celery settings derived from ours; see DESIGN.md section 3 for the why."""
+    transport = {
+        "visibility_timeout": settings.visibility_timeout,
+        "priority_steps": PRIORITY_STEPS,
+        "queue_order_strategy": "priority",
+        "sep": ":",
+        "socket_keepalive": True,
+        "health_check_interval": 25,
+    }
+    ssl_options = settings.redis_ssl_options()
+    return {
+        "broker_url": settings.broker,
+        "result_backend": settings.backend,
+        # never pickle: a pickled message is refused by the worker
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # a task is acked when it ends, requeued if its process dies
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": {
+            "visibility_timeout": settings.visibility_timeout,
+            "socket_keepalive": True,
+            "health_check_interval": 25,
+        },
+        "broker_use_ssl": ssl_options,
+        "redis_backend_use_ssl": ssl_options,
+        "result_expires": settings.result_expires,
+        "result_extended": True,
+        "task_track_started": True,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "broker_connection_retry_on_startup": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_queues": task_queues(),
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_default_exchange": DEFAULT_QUEUE,
+        "task_default_routing_key": DEFAULT_QUEUE,
+        "task_routes": TASK_ROUTES,
+        "task_default_priority": PRIORITIES[settings.default_priority],
+        "task_queue_max_priority": 10,
+        "task_inherit_parent_priority": True,
+        "worker_hijack_root_logger": True,
+        "enable_utc": True,
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    app = Celery("agent_turbo", include=["tasks.query", "tasks.agent"])
+    app.conf.update(celery_config(settings or get_settings()))
+    return app
+
+
+app = create_app()

@@ -1,0 +1,169 @@
+"""Settings from the environment (one table in the README), read once per process.
+
+Every knob is a ``TURBO_*`` variable; the Databricks connector's own variables
+(``DATABRICKS_*``) are read by the engine itself, on the worker only.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PRIORITIES: dict[str, int] = {"critical": 0, "high": 3, "normal": 6, "low": 9}
+"""Named priority levels mapped to Redis priority steps (0 is served first)."""
+
+
+def _default_results_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "agent-turbo" / "results"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TURBO_", extra="ignore")
+
+    # --- Redis -------------------------------------------------------------
+    broker_url: str = "redis://localhost:6379/0"
+    result_backend: str | None = None  # default: the broker URL
+    redis_password: str | None = Field(default=None, repr=False)
+    redis_tls_ca: str | None = None
+    redis_tls_cert: str | None = None
+    redis_tls_key: str | None = None
+    result_expires: int = 7 * 24 * 3600
+    visibility_margin: float = 600.0
+
+    # --- limits and retries -------------------------------------------------
+    query_timeout: float = 300.0
+    query_max_timeout: float = 3600.0
+    agent_timeout: float = 1800.0
+    agent_max_timeout: float = 3600.0
+    time_limit_grace: float = 30.0
+    max_retries: int = 3
+    retry_backoff: float = 2.0
+    retry_backoff_max: float = 300.0
+    default_priority: str = "normal"
+
+    # --- SQL ----------------------------------------------------------------
+    default_engine: str = "duckdb"
+    duckdb_path: str = ":memory:"
+    duckdb_read_only: bool | None = None  # default: read-only for a file database
+    results_dir: Path = Field(default_factory=_default_results_dir)
+    max_inline_rows: int = 1000
+    preview_rows: int = 20
+
+    # --- agents -------------------------------------------------------------
+    claude_bin: str = "claude"
+    codex_bin: str = "codex"
+    gemini_bin: str = "gemini"
+    agent_concurrency: int = 2
+    agent_slots_dir: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "agent-turbo" / "agent-slots")
+    host: str = Field(default_factory=lambda: socket.gethostname().split(".")[0])
+
+    @field_validator("default_priority")
+    @classmethod
+    def _known_priority(cls, value: str) -> str:
+        if value not in PRIORITIES:
+            raise ValueError(f"unknown priority {value!r}; use one of {', '.join(PRIORITIES)}")
+        return value
+
+    @field_validator("max_inline_rows", "preview_rows", "agent_concurrency", "max_retries")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be >= 0")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent_limits(self) -> "Settings":
+        if self.query_timeout > self.query_max_timeout:
+            raise ValueError("TURBO_QUERY_TIMEOUT exceeds TURBO_QUERY_MAX_TIMEOUT")
+        if self.agent_timeout > self.agent_max_timeout:
+            raise ValueError("TURBO_AGENT_TIMEOUT exceeds TURBO_AGENT_MAX_TIMEOUT")
+        if self.retry_backoff_max >= self.visibility_timeout:
+            raise ValueError("TURBO_RETRY_BACKOFF_MAX must stay below the visibility timeout")
+        return self
+
+    # --- derived ------------------------------------------------------------
+    def hard_limit(self, soft: float) -> float:
+        return soft + self.time_limit_grace
+
+    @property
+    def longest_hard_limit(self) -> float:
+        longest = max(self.query_max_timeout, self.agent_max_timeout)
+        # runner deadline -> soft limit (+grace) -> hard limit (+grace)
+        return longest + 2 * self.time_limit_grace
+
+    @property
+    def visibility_timeout(self) -> int:
+        """Redis redelivers unacked messages after this; it must outlast any task."""
+        return int(self.longest_hard_limit + self.visibility_margin)
+
+    @property
+    def broker(self) -> str:
+        return with_password(self.broker_url, self.redis_password)
+
+    @property
+    def backend(self) -> str:
+        return with_password(self.result_backend or self.broker_url, self.redis_password)
+
+    @property
+    def duckdb_is_read_only(self) -> bool:
+        if self.duckdb_read_only is not None:
+            return self.duckdb_read_only
+        return self.duckdb_path != ":memory:"
+
+    def redis_ssl_options(self) -> dict | None:
+        """TLS options for ``rediss://`` URLs (CA verification on by default)."""
+        if not self.broker.startswith("rediss://") and not self.backend.startswith("rediss://"):
+            return None
+        import ssl
+
+        options: dict = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        if self.redis_tls_ca:
+            options["ssl_ca_certs"] = self.redis_tls_ca
+        if self.redis_tls_cert:
+            options["ssl_certfile"] = self.redis_tls_cert
+        if self.redis_tls_key:
+            options["ssl_keyfile"] = self.redis_tls_key
+        return options
+
+
+def with_password(url: str, password: str | None) -> str:
+    """Put ``password`` into a redis URL that does not carry one already."""
+    if not password:
+        return url
+    parts = urlsplit(url)
+    if parts.password or not parts.scheme.startswith("redis"):
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for logs and banners."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests change the environment between runs)."""
+    get_settings.cache_clear()
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}

@@ -1,0 +1,1 @@
+"""Celery tasks (thin) and the runners they call (no Celery import)."""

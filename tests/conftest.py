@@ -1,0 +1,125 @@
+"""Test harness: a private redis-server (random port, password, own config) and
+real ``celery worker`` processes. Never the machine's Redis, never eager mode.
+
+The server is started in ``pytest_configure`` so that ``celeryapp.app`` is built
+from the test environment when the test modules import it.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from celeryapp.localredis import LocalRedis
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKES = ROOT / "tests" / "fakes"
+STATE: dict = {}
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):  # pragma: no cover - xdist not used
+        return
+    base = Path(tempfile.mkdtemp(prefix="turbo-tests-"))
+    password = secrets.token_hex(12)
+    redis = LocalRedis(workdir=base / "redis", password=password).start()
+    STATE.update(base=base, redis=redis)
+    env = {
+        "TURBO_BROKER_URL": f"{redis.url}/0",
+        "TURBO_RESULT_BACKEND": f"{redis.url}/1",
+        "TURBO_RESULTS_DIR": str(base / "results"),
+        "TURBO_AGENT_SLOTS_DIR": str(base / "agent-slots"),
+        "TURBO_CLAUDE_BIN": str(FAKES / "claude"),
+        "TURBO_RETRY_BACKOFF": "0.2",
+        "TURBO_RETRY_BACKOFF_MAX": "1",
+        "TURBO_TIME_LIMIT_GRACE": "3",
+        "TURBO_DUCKDB_PATH": str(base / "sample.duckdb"),
+    }
+    os.environ.update(env)
+    for leaked in ("DATABRICKS_SERVER_HOSTNAME", "DATABRICKS_HTTP_PATH", "DATABRICKS_TOKEN"):
+        os.environ.pop(leaked, None)
+    STATE["env"] = env
+    make_sample_db(Path(env["TURBO_DUCKDB_PATH"]))
+
+
+def pytest_unconfigure(config):
+    redis = STATE.get("redis")
+    if redis:
+        redis.stop()
+    base = STATE.get("base")
+    if base and not os.environ.get("TURBO_KEEP_TEST_DIR"):
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def make_sample_db(path: Path) -> None:
+    import duckdb
+
+    with duckdb.connect(str(path)) as con:
+        con.execute("""
+            CREATE TABLE orders AS
+            SELECT i AS id, DATE '2026-11-01' + (i % 30)::INT AS day,
+                   (i % 97)::DECIMAL(10,2) + 0.5 AS amount, 'c' || (i % 50) AS customer
+            FROM range(5000) t(i)
+        """)
+
+
+@pytest.fixture(scope="session")
+def test_env() -> dict:
+    return dict(STATE["env"])
+
+
+@pytest.fixture(scope="session")
+def base_dir() -> Path:
+    return STATE["base"]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> LocalRedis:
+    return STATE["redis"]
+
+
+@pytest.fixture(scope="session")
+def celery_app():
+    from celeryapp import app
+
+    return app
+
+
+@pytest.fixture
+def start_worker(celery_app, base_dir, request):
+    """Factory: start a real worker with extra env; stopped after the test."""
+    from celeryapp.localworker import WorkerProcess
+
+    started: list[WorkerProcess] = []
+
+    def start(host: str | None = None, *, queues="queries,agents,default", concurrency=2,
+              env: dict | None = None, **kwargs) -> WorkerProcess:
+        host = host or f"t{uuid.uuid4().hex[:6]}"
+        logdir = base_dir / "logs"
+        logdir.mkdir(exist_ok=True)
+        worker = WorkerProcess(
+            name=f"worker@{host}", queues=queues, concurrency=concurrency,
+            env=env or {}, logfile=logdir / f"{request.node.name[:60]}-{host}.log", **kwargs)
+        started.append(worker)
+        return worker.start(celery_app)
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_worker(celery_app, base_dir):
+    """One worker on every queue for tests that do not change worker settings."""
+    from celeryapp.localworker import WorkerProcess
+
+    (base_dir / "logs").mkdir(exist_ok=True)
+    worker = WorkerProcess(name="worker@shared", concurrency=2,
+                           logfile=base_dir / "logs" / "shared.log").start(celery_app)
+    yield worker
+    worker.stop()
