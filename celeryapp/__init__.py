@@ -1,7 +1,25 @@
 """Agent Turbo: Celery on Redis for SQL queries and headless agent runs.
 
-``celery -A celeryapp worker`` finds :data:`app` here.
+``celery -A celeryapp worker`` finds :data:`app` here. The app is built on
+first use, so importing ``celeryapp.config`` or the lean helpers does not
+pay for importing Celery (and reads the environment only when needed).
 """
-from .app import app
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    app: Celery
+
+
+def __getattr__(name: str):
+    if name == "app":
+        from .factory import app
+
+        return app
+    raise AttributeError(f"module 'celeryapp' has no attribute {name!r}")
+
 
 __all__ = ["app"]

@@ -1,1 +1,116 @@
-"""placeholder: replaced by the agent task module."""
+"""``turbo.agent``: one headless agent CLI run (claude, codex, gemini) on a worker.
+
+The task is thin: it validates, takes a per-host slot, calls the runner and maps
+errors onto Celery. A busy host re-queues the task without spending its retry
+budget: the wait is counted in the ``turbo_slot_waits`` message header and the
+Celery ``retries`` count stays as it was, so ``retries`` keeps meaning "attempts
+that failed for a transient reason" (rate limits), as in ``turbo.query``.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
+
+from celeryapp import app
+from celeryapp.config import get_settings
+
+from .agents import runner
+from .agents.profiles import get_profile
+from .agents.slots import HostSlots
+from .base import TurboTask, check_retries
+from .errors import SlotsBusy, TransientError
+
+log = logging.getLogger(__name__)
+
+SLOT_WAIT_S = 5.0            # waited in the worker process before re-queueing
+SLOT_RETRY_BASE_S = 1.0      # first re-queue delay, x1.5 per wait, jittered
+SLOT_RETRY_MAX_S = 30.0
+SLOT_WAIT_LIMIT_FACTOR = 4   # give up after 4 x TURBO_AGENT_MAX_TIMEOUT of waiting
+KILL_GRACE_MAX_S = 5.0
+SLOT_WAITS = "turbo_slot_waits"
+SLOT_WAIT_SINCE = "turbo_slot_wait_since"
+OPTION_NAMES = ("model", "max_turns", "allowed_tools", "permission_mode", "append_system_prompt")
+
+
+class AgentTask(TurboTask):
+    """Agent timeouts (TURBO_AGENT_TIMEOUT / TURBO_AGENT_MAX_TIMEOUT) and early validation."""
+    abstract = True
+    default_timeout_setting = "agent_timeout"
+    max_timeout_setting = "agent_max_timeout"
+
+    def apply_async(self, args=None, kwargs=None, **options):
+        # Refuse a bad profile or option before it travels through Redis.
+        args, kw = tuple(args or ()), dict(kwargs or {})
+        prompt = args[0] if args else kw.get("prompt")
+        profile = args[1] if len(args) > 1 else kw.get("profile", "claude")
+        get_profile(profile).check(prompt, {name: kw.get(name) for name in OPTION_NAMES})
+        check_retries(kw.get("retries"))
+        return super().apply_async(args, kwargs, **options)
+
+    def requeue_for_slot(self, exc: SlotsBusy):
+        """Send this request again later without counting a retry; raise Retry."""
+        request = self.request
+        headers = dict(request.headers or {})
+        waits = int(headers.get(SLOT_WAITS) or 0)
+        since = float(headers.get(SLOT_WAIT_SINCE) or time.time())
+        limit = SLOT_WAIT_LIMIT_FACTOR * get_settings().agent_max_timeout
+        if time.time() - since > limit:
+            log.warning("%s[%s] no agent slot after %.0fs of waiting; giving up",
+                        self.name, request.id, time.time() - since)
+            raise exc
+        countdown = min(SLOT_RETRY_MAX_S, SLOT_RETRY_BASE_S * 1.5 ** waits) * random.uniform(0.5, 1)
+        headers.update({SLOT_WAITS: waits + 1, SLOT_WAIT_SINCE: since})
+        # signature_from_request keeps retries, time limits, routing and priority
+        signature = self.signature_from_request(request, countdown=countdown, headers=headers)
+        try:
+            signature.apply_async()
+        except Exception as error:
+            raise Reject(error, requeue=False) from error
+        log.info("%s[%s] waiting for an agent slot (wait %d), again in %.1fs",
+                 self.name, request.id, waits + 1, countdown)
+        raise Retry(exc=exc, when=countdown, sig=signature)
+
+
+@app.task(bind=True, base=AgentTask, name="turbo.agent")
+def run_agent(self, prompt: str, profile: str = "claude", *, cwd: str | None = None,
+              model: str | None = None, max_turns: int | None = None,
+              allowed_tools: list[str] | None = None, permission_mode: str | None = None,
+              append_system_prompt: str | None = None, timeout: float | None = None,
+              retries: int | None = None) -> dict:
+    """Run ``prompt`` through an agent CLI headless; return its answer, cost and session.
+
+    ``cwd`` is an absolute directory on the worker. Failures raise: AgentError,
+    AgentNotFound, TaskTimeout, InvalidRequest; rate limits are retried with
+    backoff up to ``retries`` (default TURBO_MAX_RETRIES), then AgentRateLimited.
+    """
+    settings = get_settings()
+    retries = check_retries(retries)
+    timeout = self.checked_timeout(timeout)
+    chosen = get_profile(profile)
+    options = {"model": model, "max_turns": max_turns, "allowed_tools": allowed_tools,
+               "permission_mode": permission_mode, "append_system_prompt": append_system_prompt}
+    chosen.check(prompt, options)
+    runner.check_cwd(cwd)
+    # The Celery soft limit is timeout + grace and also covers the slot wait and
+    # the kill grace: keep both well inside that grace.
+    grace = min(KILL_GRACE_MAX_S, settings.time_limit_grace / 3)
+    slots = HostSlots(settings.agent_slots_dir / settings.host, settings.agent_concurrency)
+    try:
+        with slots.acquire(min(SLOT_WAIT_S, timeout, grace), note=f"task {self.request.id}"):
+            result = runner.run(chosen.name, prompt, options,
+                                executable=getattr(settings, chosen.setting),
+                                timeout=timeout, cwd=cwd, kill_grace=grace)
+    except SlotsBusy as exc:
+        self.requeue_for_slot(exc)
+    except SoftTimeLimitExceeded as exc:
+        raise self.timeout_from(exc, f"{chosen.name} agent run") from exc
+    except TransientError as exc:
+        self.retry_transient(exc, retries)
+    result.update(task_id=self.request.id, worker=self.request.hostname,
+                  attempts=self.request.retries + 1,
+                  slot_waits=int((self.request.headers or {}).get(SLOT_WAITS) or 0))
+    return result
+

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore
 
 from celeryapp.config import get_settings
 from celeryapp.routing import priority_value
@@ -70,10 +71,21 @@ class TurboTask(Task):
                  self.name, self.request.id, attempt + 1, budget, countdown, exc)
         raise self.retry(exc=exc, countdown=countdown, max_retries=budget)
 
-    @staticmethod
-    def timeout_from(exc: SoftTimeLimitExceeded, what: str) -> TaskTimeout:
-        return TaskTimeout(f"{what} stopped by the soft time limit or a revoke; "
-                           f"cancelled at the source")
+    def stopped(self, what: str, started: float) -> Exception:
+        """What to raise after SoftTimeLimitExceeded, once the work was cancelled.
+
+        The same signal means "soft time limit" or "revoke(terminate=True,
+        signal='SIGUSR1')"; before the soft limit it can only be a revoke, whose
+        REVOKED state the worker has stored already: keep it (Ignore).
+        """
+        soft = (self.request.timelimit or (None, None))[1]
+        elapsed = time.monotonic() - started
+        if soft is None or elapsed < float(soft) - 0.5:
+            log.warning("%s[%s] revoked after %.1fs: %s cancelled at the source",
+                        self.name, self.request.id, elapsed, what)
+            return Ignore()
+        return TaskTimeout(f"{what} stopped by the soft time limit ({float(soft):g}s) "
+                           f"and cancelled at the source")
 
 
 def check_retries(retries) -> int | None:

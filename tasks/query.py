@@ -1,6 +1,7 @@
 """``turbo.query``: one SQL statement on a registered engine."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -29,12 +30,13 @@ def run_query(self, sql: str, params=None, engine: str | None = None, *,
     inline = settings.max_inline_rows if max_inline_rows is None else int(max_inline_rows)
     chosen = get_engine(engine or settings.default_engine, settings)
     spill_path = Path(settings.results_dir) / f"{self.request.id}.parquet"
+    started = time.monotonic()
     try:
         result = sql_runner.execute(chosen, sql, params, timeout=timeout,
                              max_inline_rows=inline, preview_rows=settings.preview_rows,
                              spill_path=spill_path)
     except SoftTimeLimitExceeded as exc:
-        raise self.timeout_from(exc, f"{chosen.name} query") from exc
+        raise self.stopped(f"{chosen.name} query", started) from exc
     except TransientError as exc:
         self.retry_transient(exc, retries)
     result.update(task_id=self.request.id, worker=self.request.hostname,

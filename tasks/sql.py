@@ -1,6 +1,7 @@
 """Execute one statement on an engine with a deadline; no Celery here."""
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from .engines import Engine
 from .engines.base import Params
 from .errors import InvalidRequest, TurboError
 from .results import collect
+
+log = logging.getLogger(__name__)
 
 
 def check_params(params: Any) -> Params:
@@ -44,8 +47,18 @@ def execute(engine: Engine, sql: str, params: Params, *, timeout: float,
                 raise engine.classify(exc) from exc
 
         result = run_with_deadline(work, session.cancel, timeout, what=f"{engine.name} query")
-    finally:
-        session.close()
+    except BaseException:
+        _close_quietly(session)  # keep the original error, not a close() failure
+        raise
+    session.close()
     result["engine"] = engine.name
     result["elapsed_s"] = round(time.monotonic() - started, 4)
     return result
+
+
+def _close_quietly(session) -> None:
+    try:
+        session.close()
+    except Exception:
+        log.warning("closing the %s session after an error failed", type(session).__name__,
+                    exc_info=True)

@@ -15,19 +15,25 @@ _TRANSIENT_MARKERS = ("could not set lock", "conflicting lock", "resource tempor
 class DuckDBSession(Session):
     def __init__(self, connection: "_duckdb.DuckDBPyConnection") -> None:
         self._connection = connection
+        self._reader = None
 
     def execute(self, sql: str, params: Params):
         relation = self._connection.sql(sql, params=params if params is not None else None)
         if relation is None:  # DDL/DML: nothing to fetch
             return None, iter(())
         to_reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch
-        reader = to_reader(BATCH_ROWS)
+        self._reader = reader = to_reader(BATCH_ROWS)
         return reader.schema, iter(reader)
 
     def cancel(self) -> None:
         self._connection.interrupt()
 
     def close(self) -> None:
+        # An interrupted stream keeps the connection busy until its reader is
+        # closed (a traceback may still reference it), so close that first.
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         self._connection.close()
 
 
