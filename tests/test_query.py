@@ -111,20 +111,22 @@ def test_bad_timeout_is_refused_before_submitting():
         run_query.delay("SELECT 1", priority="urgent")
 
 
-def test_results_fetched_by_another_process(shared_worker, tmp_path):
+def test_results_outlive_the_submitting_process(shared_worker):
+    """One process submits and exits at once; another, started later, fetches."""
+    import json
     import subprocess
     import sys
 
-    async_result = run_query.delay("SELECT 40 + 2 AS answer")
-    async_result.get(timeout=WAIT)
-    code = (
-        "import sys, json\n"
-        "from celery.result import AsyncResult\n"
-        "from celeryapp import app\n"
-        "print(json.dumps(AsyncResult(sys.argv[1], app=app).get(timeout=30)))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code, async_result.id], capture_output=True,
-                         text=True, timeout=60, check=True)
-    import json
-
-    assert json.loads(out.stdout)["rows"] == [[42]]
+    submit = ("from tasks.query import run_query\n"
+              "print(run_query.delay('SELECT 40 + 2 AS answer, count(*) AS n FROM orders').id)\n")
+    fetch = ("import sys, json\n"
+             "from celery.result import AsyncResult\n"
+             "from celeryapp import app\n"
+             "print(json.dumps(AsyncResult(sys.argv[1], app=app).get(timeout=60)))\n")
+    task_id = subprocess.run([sys.executable, "-c", submit], capture_output=True, text=True,
+                             timeout=60, check=True).stdout.strip()
+    out = subprocess.run([sys.executable, "-c", fetch, task_id], capture_output=True,
+                         text=True, timeout=90, check=True).stdout
+    result = json.loads(out)
+    assert result["rows"] == [[42, 5000]]
+    assert result["task_id"] == task_id
