@@ -86,6 +86,7 @@ def run_agent(self, prompt: str, profile: str = "claude", *, cwd: str | None = N
     AgentNotFound, TaskTimeout, InvalidRequest; rate limits are retried with
     backoff up to ``retries`` (default TURBO_MAX_RETRIES), then AgentRateLimited.
     """
+    started = time.monotonic()
     settings = get_settings()
     retries = check_retries(retries)
     timeout = self.checked_timeout(timeout)
@@ -106,7 +107,8 @@ def run_agent(self, prompt: str, profile: str = "claude", *, cwd: str | None = N
     except SlotsBusy as exc:
         self.requeue_for_slot(exc)
     except SoftTimeLimitExceeded as exc:
-        raise self.timeout_from(exc, f"{chosen.name} agent run") from exc
+        # soft limit -> TaskTimeout; revoke(terminate=True, signal="SIGUSR1") -> stays REVOKED
+        raise self.stopped(f"{chosen.name} agent run", started) from exc
     except TransientError as exc:
         self.retry_transient(exc, retries)
     result.update(task_id=self.request.id, worker=self.request.hostname,

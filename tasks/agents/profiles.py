@@ -27,7 +27,8 @@ _RATE_LIMIT_TEXT = re.compile(
     r"|too many requests|API Error: (?:429|529)\b", re.IGNORECASE)
 # The whole answer of a claude run refused for the plan's usage limit, which
 # some versions report with is_error false.
-_USAGE_LIMIT_ANSWER = re.compile(r"^\s*(Claude AI usage limit reached|You['\u2019]ve hit your limit)")
+_USAGE_LIMIT_ANSWER = re.compile(
+    r"^\s*(Claude AI usage limit reached|You['\u2019]ve hit your limit)")
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 DEFAULT_KILL_GRACE_S = 5.0
 MAX_STDOUT_BYTES = 64 * 1024 * 1024
 STDERR_KEEP_BYTES = 64 * 1024
-DRAIN_JOIN_S = 5.0
-# Turbo's own settings (the broker URL and its password among them) are none of the agent's business.
+DRAIN_JOIN_S = 2.0  # for both pipes, once the group is dead
+# Turbo's own settings (the broker URL and its password among them) are none of the
+# agent's business.
 HIDDEN_ENV_PREFIXES = ("TURBO_",)
 
 
@@ -96,7 +97,8 @@ def run_process(argv: list[str], *, stdin: bytes | None = None, cwd: str | None 
                 shown: str | None = None) -> Completed:
     """Run ``argv`` in a new session; kill its process group on deadline or interruption."""
     started = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+    stdin_mode = subprocess.PIPE if stdin is not None else subprocess.DEVNULL
+    proc = subprocess.Popen(argv, stdin=stdin_mode,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env,
                             start_new_session=True)
     timed_out = False
@@ -121,8 +123,9 @@ def run_process(argv: list[str], *, stdin: bytes | None = None, cwd: str | None 
         if proc.returncode is None:  # what the CLI left behind dies with the run
             _kill_group(proc.pid, signal.SIGKILL)
             proc.wait()
+    drained_by = time.monotonic() + DRAIN_JOIN_S
     for drain in (out, err):
-        drain.join(DRAIN_JOIN_S)
+        drain.join(max(0.0, drained_by - time.monotonic()))
     elapsed = time.monotonic() - started
     log.info("%s pid %d ended with exit code %s after %.2fs", what, proc.pid, proc.returncode,
              elapsed)
