@@ -15,8 +15,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PRIORITIES: dict[str, int] = {"critical": 0, "high": 3, "normal": 6, "low": 9}
-"""Named priority levels mapped to Redis priority steps (0 is served first)."""
+from . import constants as C
+from .constants import PRIORITIES
 
 
 def _default_results_dir() -> Path:
@@ -27,25 +27,25 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TURBO_", extra="ignore")
 
     # --- Redis -------------------------------------------------------------
-    broker_url: str = "redis://localhost:6379/0"
+    broker_url: str = C.DEFAULT_BROKER_URL
     result_backend: str | None = None  # default: the broker URL
     redis_password: str | None = Field(default=None, repr=False)
     redis_tls_ca: str | None = None
     redis_tls_cert: str | None = None
     redis_tls_key: str | None = None
-    result_expires: int = 7 * 24 * 3600
+    result_expires: int = C.DEFAULT_RESULT_EXPIRES
     visibility_margin: float = 600.0
 
     # --- limits and retries -------------------------------------------------
-    query_timeout: float = 300.0
-    query_max_timeout: float = 3600.0
-    agent_timeout: float = 1800.0
-    agent_max_timeout: float = 3600.0
-    time_limit_grace: float = 30.0
+    query_timeout: float = C.DEFAULT_QUERY_TIMEOUT
+    query_max_timeout: float = C.DEFAULT_QUERY_MAX_TIMEOUT
+    agent_timeout: float = C.DEFAULT_AGENT_TIMEOUT
+    agent_max_timeout: float = C.DEFAULT_AGENT_MAX_TIMEOUT
+    time_limit_grace: float = C.DEFAULT_TIME_LIMIT_GRACE
     max_retries: int = 3
     retry_backoff: float = 2.0
     retry_backoff_max: float = 300.0
-    default_priority: str = "normal"
+    default_priority: str = C.DEFAULT_PRIORITY
 
     # --- SQL ----------------------------------------------------------------
     default_engine: str = "duckdb"
@@ -89,14 +89,10 @@ class Settings(BaseSettings):
         return self
 
     # --- derived ------------------------------------------------------------
-    def hard_limit(self, soft: float) -> float:
-        return soft + self.time_limit_grace
-
     @property
     def longest_hard_limit(self) -> float:
         longest = max(self.query_max_timeout, self.agent_max_timeout)
-        # runner deadline -> soft limit (+grace) -> hard limit (+grace)
-        return longest + 2 * self.time_limit_grace
+        return C.time_limits(longest, self.time_limit_grace)[1]
 
     @property
     def visibility_timeout(self) -> int:

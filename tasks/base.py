@@ -10,7 +10,7 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from celeryapp.config import get_settings
-from celeryapp.routing import priority_value
+from celeryapp.constants import priority_value, time_limits
 
 from .errors import InvalidRequest, TaskTimeout, TransientError
 
@@ -33,9 +33,10 @@ class TurboTask(Task):
             if name in kwargs:
                 options.setdefault(name, kwargs.pop(name))
         timeout = self.checked_timeout(kwargs.get("timeout"))
-        soft = settings.hard_limit(timeout)  # the runner's own deadline comes first
+        # the runner's own deadline comes first, then Celery's soft and hard limits
+        soft, hard = time_limits(timeout, settings.time_limit_grace)
         options.setdefault("soft_time_limit", soft)
-        options.setdefault("time_limit", settings.hard_limit(soft))
+        options.setdefault("time_limit", hard)
         try:
             options["priority"] = priority_value(options.get("priority"), settings.default_priority)
         except ValueError as exc:
