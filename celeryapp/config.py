@@ -5,18 +5,17 @@ Every knob is a ``TURBO_*`` variable; the Databricks connector's own variables
 """
 from __future__ import annotations
 
-import os
 import socket
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from . import constants as C
 from .constants import PRIORITIES
+from .urls import redact_url, with_password  # noqa: F401  (re-exported)
 
 
 def _default_results_dir() -> Path:
@@ -129,28 +128,6 @@ class Settings(BaseSettings):
         return options
 
 
-def with_password(url: str, password: str | None) -> str:
-    """Put ``password`` into a redis URL that does not carry one already."""
-    if not password:
-        return url
-    parts = urlsplit(url)
-    if parts.password or not parts.scheme.startswith("redis"):
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[-1]
-    netloc = f"{user}:{quote(password, safe='')}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced, for logs and banners."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
@@ -159,7 +136,3 @@ def get_settings() -> Settings:
 def reset_settings() -> None:
     """Forget cached settings (tests change the environment between runs)."""
     get_settings.cache_clear()
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
