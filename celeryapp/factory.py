@@ -60,9 +60,10 @@ def celery_config(settings: Settings) -> dict:
 
 
 def create_app(settings: Settings | None = None) -> Celery:
-    app = Celery("agent_turbo", include=["tasks.query", "tasks.agent"])
+    app = Celery("agent_turbo", include=["tasks.query", "tasks.agent", "tasks.flow", "tasks.notify"])
     app.conf.update(celery_config(settings or get_settings()))
     return app
 
 
 app = create_app()
+from . import workerhooks  # noqa: E402,F401  (connects the worker signal hooks)

@@ -11,6 +11,7 @@ from celery.exceptions import Ignore
 
 from celeryapp.config import get_settings
 from celeryapp.constants import priority_value, time_limits
+from celeryapp.notify import check_spec as check_notify
 
 from .errors import InvalidRequest, TaskTimeout, TransientError
 
@@ -32,6 +33,13 @@ class TurboTask(Task):
         for name in _ROUTING_KWARGS:
             if name in kwargs:
                 options.setdefault(name, kwargs.pop(name))
+        if kwargs.get("notify") is not None:
+            try:
+                spec = check_notify(kwargs.pop("notify"))
+            except ValueError as exc:
+                raise InvalidRequest(str(exc)) from None
+            options["headers"] = {**(options.get("headers") or {}), "turbo_notify": spec}
+        kwargs.pop("notify", None)
         timeout = self.checked_timeout(kwargs.get("timeout"))
         # the runner's own deadline comes first, then Celery's soft and hard limits
         soft, hard = time_limits(timeout, settings.time_limit_grace)

@@ -1,0 +1,90 @@
+"""Worker-side signal hooks: workflow progress, completion notices, the recent list.
+
+They run in the worker after each task; a hook that fails is logged by Celery
+and never fails the task itself.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import signals
+
+from .constants import RECENT_KEY
+
+log = logging.getLogger(__name__)
+
+FLOW_HEADER = "turbo_flow"
+STEP_HEADER = "turbo_step"
+NOTIFY_HEADER = "turbo_notify"
+RECENT_KEEP = 1000
+
+
+def header(request, name: str):
+    """A custom message header from a task's request (Context or worker Request)."""
+    value = getattr(request, name, None)
+    if value is None:
+        value = (getattr(request, "headers", None) or {}).get(name)
+    if value is None and hasattr(request, "request_dict"):
+        value = request.request_dict.get(name)
+    return value
+
+
+@signals.task_prerun.connect
+def _started(sender=None, task_id=None, task=None, **_):
+    request = task.request
+    flow = header(request, FLOW_HEADER)
+    if flow:
+        from . import flows
+
+        flows.step_started(flow, header(request, STEP_HEADER), task_id, request.hostname,
+                           request.retries + 1)
+    elif not sender.name.startswith("turbo.flow.") and sender.name != "turbo.notify":
+        client = sender.app.backend.client
+        pipe = client.pipeline()
+        pipe.zadd(RECENT_KEY, {f"task:{task_id}": time.time()}, nx=True)
+        pipe.zremrangebyrank(RECENT_KEY, 0, -RECENT_KEEP - 1)
+        pipe.execute()
+
+
+@signals.task_success.connect
+def _succeeded(sender=None, result=None, **_):
+    request = sender.request
+    flow = header(request, FLOW_HEADER)
+    if flow:
+        from . import flows
+
+        flows.step_succeeded(flow, header(request, STEP_HEADER), request.id, result)
+    _notify_task(request, "SUCCESS", result)
+
+
+@signals.task_failure.connect
+def _failed(sender=None, task_id=None, exception=None, **_):
+    request = sender.request
+    error = f"{type(exception).__name__}: {exception}"
+    flow = header(request, FLOW_HEADER)
+    if flow:
+        from . import flows
+
+        flows.step_failed(flow, header(request, STEP_HEADER), task_id, error)
+    _notify_task(request, "FAILURE", {"error": error})
+
+
+@signals.task_revoked.connect
+def _revoked(sender=None, request=None, **_):
+    flow = header(request, FLOW_HEADER)
+    if flow:
+        from . import flows
+
+        flows.step_revoked(flow, header(request, STEP_HEADER), request.id)
+    _notify_task(request, "REVOKED", None)
+
+
+def _notify_task(request, state: str, result) -> None:
+    spec = header(request, NOTIFY_HEADER)
+    if not spec or header(request, FLOW_HEADER):
+        return  # a workflow notifies once, for the whole workflow
+    from .flows import _summary
+    from .notify import notify_later
+
+    notify_later("task", request.id, state, _summary(result) if result else None, spec)

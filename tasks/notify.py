@@ -1,0 +1,29 @@
+"""``turbo.notify``: deliver one completion notice, retried with backoff, once."""
+from __future__ import annotations
+
+from celeryapp import app
+from celeryapp.notify import DeliveryFailed, post_webhook, write_file
+
+MAX_ATTEMPTS = 6
+DONE_TTL_S = 7 * 24 * 3600
+
+
+@app.task(bind=True, name="turbo.notify", max_retries=MAX_ATTEMPTS - 1, acks_late=True)
+def deliver(self, body: dict, spec: dict) -> dict:
+    client = app.backend.client
+    marker = f"turbo:notified:{body['kind']}:{body['id']}"
+    # first claim wins; a redelivery of the same notify task may go on
+    claimed = client.set(marker, self.request.id, nx=True, ex=DONE_TTL_S)
+    owner = client.get(marker)
+    if not claimed and owner not in (self.request.id, self.request.id.encode()):
+        return {"delivered": False, "reason": "already delivered"}
+    delivered = {}
+    if spec.get("dir"):
+        delivered["file"] = str(write_file(spec["dir"], body))
+    if spec.get("webhook"):
+        try:
+            delivered["webhook_status"] = post_webhook(spec["webhook"], body)
+        except DeliveryFailed as exc:
+            countdown = min(300, 2 ** self.request.retries)
+            raise self.retry(exc=exc, countdown=countdown)
+    return {"delivered": True, **delivered}
