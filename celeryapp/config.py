@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     redis_tls_key: str | None = None
     result_expires: int = C.DEFAULT_RESULT_EXPIRES
     visibility_margin: float = 600.0
+    unacked_restore_interval: int = 10
 
     # --- limits and retries -------------------------------------------------
     query_timeout: float = C.DEFAULT_QUERY_TIMEOUT

@@ -16,6 +16,10 @@ def celery_config(settings: Settings) -> dict:
         "sep": ":",
         "socket_keepalive": True,
         "health_check_interval": 25,
+        # a message of a worker that died comes back one visibility timeout later:
+        # scan for such messages every interval (kombu's default is ~100 s)
+        "unacked_restore_interval": settings.unacked_restore_interval,
+        "unacked_restore_throttle": 1,
     }
     ssl_options = settings.redis_ssl_options()
     return {
