@@ -64,6 +64,20 @@ class Settings(BaseSettings):
         default_factory=lambda: Path(tempfile.gettempdir()) / "agent-turbo" / "agent-slots")
     host: str = Field(default_factory=lambda: socket.gethostname().split(".")[0])
 
+    # --- this host's worker (turbo-worker / python -m celeryapp.hostworker) ---
+    worker_queues: str = ",".join(C.QUEUES)
+    worker_concurrency: int | None = None  # default: the CPU count
+    worker_statedb: Path | None = None  # revokes survive restarts; default under results' parent
+    worker_loglevel: str = "INFO"
+    worker_pool: str = "prefork"
+
+    @field_validator("host")
+    @classmethod
+    def _host_name(cls, value: str) -> str:
+        if not value or not all(ch.isalnum() or ch in "-_" for ch in value):
+            raise ValueError(f"TURBO_HOST must be letters, digits, - or _, got {value!r}")
+        return value
+
     @field_validator("default_priority")
     @classmethod
     def _known_priority(cls, value: str) -> str:

@@ -10,14 +10,15 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from celeryapp.config import get_settings
-from celeryapp.constants import priority_value, time_limits
+from celeryapp.constants import host_queue, priority_value, time_limits
 from celeryapp.notify import check_spec as check_notify
 
 from .errors import InvalidRequest, TaskTimeout, TransientError
 
 log = logging.getLogger(__name__)
 
-# Options a caller may give in .delay(..., priority="high") next to task arguments.
+# Options a caller may give in .delay(..., priority="high") next to task arguments
+# (also host="alpha": the queue only that host consumes).
 _ROUTING_KWARGS = ("priority", "queue")
 
 
@@ -33,6 +34,11 @@ class TurboTask(Task):
         for name in _ROUTING_KWARGS:
             if name in kwargs:
                 options.setdefault(name, kwargs.pop(name))
+        host = kwargs.pop("host", None)
+        if host is not None:
+            if options.get("queue"):
+                raise InvalidRequest("give queue or host, not both")
+            options["queue"] = host_queue(host)
         if kwargs.get("notify") is not None:
             try:
                 spec = check_notify(kwargs.pop("notify"))
