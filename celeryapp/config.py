@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     result_expires: int = C.DEFAULT_RESULT_EXPIRES
     visibility_margin: float = 600.0
     unacked_restore_interval: int = 10
+    send_sent_event: bool = False
 
     # --- limits and retries -------------------------------------------------
     query_timeout: float = C.DEFAULT_QUERY_TIMEOUT
@@ -70,6 +71,22 @@ class Settings(BaseSettings):
     worker_statedb: Path | None = None  # revokes survive restarts; default under results' parent
     worker_loglevel: str = "INFO"
     worker_pool: str = "prefork"
+
+    # --- flower and metrics ---
+    # Flower (python -m celeryapp.flower, or celery -A celeryapp flower: celeryapp/flowerconfig.py)
+    flower_user: str | None = None
+    flower_password: str | None = Field(default=None, repr=False)
+    flower_dev: bool = False  # allow Flower without login, on a loopback address only
+    flower_port: int = 5555
+    flower_address: str = "127.0.0.1"
+    flower_db: Path | None = None  # persistent state; default under results' parent
+    flower_persistent: bool = True
+    flower_state_save_interval: int = 60000  # ms between state saves
+    flower_max_tasks: int = 10000
+    # the project's Prometheus exporter (python -m celeryapp.metrics)
+    metrics_port: int = 9808
+    metrics_address: str = "127.0.0.1"
+    # --- end flower and metrics ---
 
     @field_validator("host")
     @classmethod

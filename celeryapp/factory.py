@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from . import backend
 from .config import PRIORITIES, Settings, get_settings
 from .routing import DEFAULT_QUEUE, PRIORITY_STEPS, TASK_ROUTES, task_queues
 
@@ -22,8 +23,11 @@ def celery_config(settings: Settings) -> dict:
         "unacked_restore_throttle": 1,
     }
     ssl_options = settings.redis_ssl_options()
+    redis_broker = settings.broker.startswith(("redis://", "rediss://"))
     return {
         "broker_url": settings.broker,
+        # same URLs, kombu's Redis transport minus a client object per publish
+        "broker_transport": "celeryapp.transport:Transport" if redis_broker else None,
         "result_backend": settings.backend,
         # never pickle: a pickled message is refused by the worker
         "task_serializer": "json",
@@ -46,7 +50,9 @@ def celery_config(settings: Settings) -> dict:
         "result_expires": settings.result_expires,
         "result_extended": True,
         "task_track_started": True,
-        "task_send_sent_event": True,
+        # a task-sent event doubles the cost of every delay(); Flower shows a task
+        # from its task-received event on, which is enough
+        "task_send_sent_event": settings.send_sent_event,
         "worker_send_task_events": True,
         "broker_connection_retry_on_startup": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
@@ -64,10 +70,13 @@ def celery_config(settings: Settings) -> dict:
 
 
 def create_app(settings: Settings | None = None) -> Celery:
-    app = Celery("agent_turbo", include=["tasks.query", "tasks.agent", "tasks.flow", "tasks.notify"])
+    app = Celery("agent_turbo", include=["tasks.query", "tasks.agent", "tasks.flow", "tasks.notify",
+                                         "tasks.health"])
     app.conf.update(celery_config(settings or get_settings()))
+    app.loader.override_backends = backend.OVERRIDES  # redis:// and rediss:// results
     return app
 
 
 app = create_app()
 from . import workerhooks  # noqa: E402,F401  (connects the worker signal hooks)
+from . import inspect as _inspect  # noqa: E402,F401  (custom inspect/control commands)
