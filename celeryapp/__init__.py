@@ -6,7 +6,7 @@ pay for importing Celery (and reads the environment only when needed).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # not `from typing import ...`: the shell path counts milliseconds
 
 if TYPE_CHECKING:
     from celery import Celery
