@@ -225,3 +225,18 @@ def test_host_concurrency_limit(start_worker, celery_app, tmp_path):
     assert len(spans) == 3
     for (_, end), (start, _) in zip(spans, spans[1:]):
         assert start >= end, f"agent runs overlap: {spans}"
+
+
+def test_agent_dies_with_a_killed_worker(start_worker, tmp_path):
+    """SIGKILL of the whole worker (OOM, host trouble): the CLI must not run on unseen,
+    since the task will be redelivered to another worker after the visibility timeout."""
+    import os
+    import signal
+
+    queue = unique_queue()
+    worker = start_worker(queues=queue, concurrency=1)
+    leader = tmp_path / "leader.pid"
+    run_agent.delay(f"[fake:sleep=120] [fake:pidfile={leader}]", queue=queue, timeout=300)
+    agent = read_pid(leader)
+    os.killpg(worker.pid, signal.SIGKILL)
+    wait_until(lambda: gone(agent), 20, "the agent CLI to die with its worker")

@@ -100,7 +100,7 @@ def run_process(argv: list[str], *, stdin: bytes | None = None, cwd: str | None 
     stdin_mode = subprocess.PIPE if stdin is not None else subprocess.DEVNULL
     proc = subprocess.Popen(argv, stdin=stdin_mode,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_die_with_parent)
     timed_out = False
     try:
         log.info("%s started, pid %d: %s", what, proc.pid, shown or argv[0])
@@ -135,6 +135,19 @@ def run_process(argv: list[str], *, stdin: bytes | None = None, cwd: str | None 
     if out.overflow:
         raise AgentError(f"{what} printed more than {MAX_STDOUT_BYTES} bytes on stdout")
     return Completed(proc.returncode, out.text(), err.text(), proc.pid, elapsed)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL the CLI if the worker process that started
+    it dies (SIGKILL, OOM), so a lost task's agent does not run on unseen while the
+    task is redelivered elsewhere. Linux only; elsewhere a no-op."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def stop_group(proc: subprocess.Popen, grace: float) -> None:
