@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo demo-down test bench clean
+.PHONY: venv demo demo-down test bench clean browser-deps
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,3 +31,16 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
+
+# Headless Chromium for tests/test_browser.py (Debian's packages, no browser download).
+# `make test` does not need it: that test is skipped while /usr/bin/chromium is missing.
+browser-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+		echo "browser-deps: chromium and chromedriver are installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; \
+	else \
+		echo "browser-deps: needs root and apt-get; run as root (or with sudo):" >&2; \
+		echo "  apt-get update && apt-get install -y chromium chromium-driver" >&2; \
+		exit 1; \
+	fi

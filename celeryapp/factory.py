@@ -16,7 +16,7 @@ def celery_config(settings: Settings) -> dict:
         "queue_order_strategy": "priority",
         "sep": ":",
         "socket_keepalive": True,
-        "health_check_interval": 25,
+        "health_check_interval": 10,
         # a message of a worker that died comes back one visibility timeout later:
         # scan for such messages every interval (kombu's default is ~100 s)
         "unacked_restore_interval": settings.unacked_restore_interval,
@@ -43,7 +43,7 @@ def celery_config(settings: Settings) -> dict:
         "result_backend_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
             "socket_keepalive": True,
-            "health_check_interval": 25,
+            "health_check_interval": 10,
         },
         "broker_use_ssl": ssl_options,
         "redis_backend_use_ssl": ssl_options,
@@ -70,13 +70,25 @@ def celery_config(settings: Settings) -> dict:
 
 
 def create_app(settings: Settings | None = None) -> Celery:
-    app = Celery("agent_turbo", include=["tasks.query", "tasks.agent", "tasks.flow", "tasks.notify",
-                                         "tasks.health"])
+    app = Celery(
+        "agent_turbo",
+        include=["tasks.query", "tasks.agent", "tasks.flow", "tasks.notify", "tasks.health"],
+        # secrets masked wherever Flower and inspect get task data from
+        amqp="celeryapp.redaction:RedactingAMQP",      # argsrepr/kwargsrepr, task-sent
+        events="celeryapp.redaction:RedactingEvents",  # result/traceback texts in task events
+        task_cls="celeryapp.redaction:RedactingTask",  # inspect replies, plain @app.task
+    )
     app.conf.update(celery_config(settings or get_settings()))
     app.loader.override_backends = backend.OVERRIDES  # redis:// and rediss:// results
     return app
 
 
 app = create_app()
-from . import workerhooks  # noqa: E402,F401  (connects the worker signal hooks)
-from . import inspect as _inspect  # noqa: E402,F401  (custom inspect/control commands)
+# Worker-side hooks and commands live in modules the app imports, so that
+# `celery -A celeryapp ...` knows them (custom inspect commands need that).
+from . import inspect as _inspect  # noqa: E402,F401  (running_queries, running_agents, cancel_task)
+from . import metrics as _metrics  # noqa: E402,F401  (agent cost and run counters)
+from . import workerhooks  # noqa: E402,F401  (workflow progress, notices, recent list)
+from .flower import use_project_config  # noqa: E402
+
+use_project_config()  # `celery -A celeryapp flower` loads celeryapp/flowerconfig.py

@@ -24,6 +24,7 @@ _ROUTING_KWARGS = ("priority", "queue")
 
 class TurboTask(Task):
     abstract = True
+    Request = "celeryapp.redaction:RedactingRequest"  # inspect reserved/scheduled: masked args
     default_timeout_setting = "query_timeout"
     max_timeout_setting = "query_max_timeout"
 
