@@ -15,7 +15,7 @@ AGENT_QUEUE = "agents"
 DEFAULT_QUEUE = "default"
 QUEUES = (QUERY_QUEUE, AGENT_QUEUE, DEFAULT_QUEUE)
 QUEUE_SEP = ":"  # kombu's priority queue names: "queries", "queries:3", ...
-HOST_QUEUE_PREFIX = "host:"
+HOST_QUEUE_PREFIX = "host."  # not ":", kombu's priority separator
 
 QUERY_TASK = "turbo.query"
 AGENT_TASK = "turbo.agent"
@@ -31,6 +31,15 @@ DEFAULT_RESULT_EXPIRES = 7 * 24 * 3600
 
 RECENT_KEY = "turbo:recent"  # sorted set of "task:<id>" / "flow:<id>" by submit time
 FLOW_KEY = "turbo:flow:{id}"  # JSON document of one workflow's state
+
+
+def check_queue_name(name: str) -> str:
+    """Refuse queue names kombu's Redis transport would misread (":" is its priority
+    separator here: "a:b" at priority 0 would be read back as queue "a")."""
+    if not isinstance(name, str) or not name or QUEUE_SEP in name or any(c.isspace() for c in name):
+        raise ValueError(f"queue name must be non-empty, without {QUEUE_SEP!r} or spaces, "
+                         f"got {name!r}")
+    return name
 
 
 def host_queue(host: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .constants import PRIORITIES
+from .constants import PRIORITIES, check_queue_name
 
 STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 CALLBACK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -207,6 +207,12 @@ def check_steps(steps: Mapping[str, StepSpec], *, known_tasks: Iterable[str] | N
                     problems.append(f"{where}: field {field!r} applies to {other} steps only")
         if step.queue and step.host:
             problems.append(f"{where}: give queue or host, not both")
+        for value in (step.queue, step.host):
+            if value is not None:
+                try:
+                    check_queue_name(value)
+                except ValueError as exc:
+                    problems.append(f"{where}: {exc}")
         if kind == "task" and tasks is not None and step.task not in tasks:
             problems.append(f"{where}: unknown task {step.task!r}")
         for need in step.needs:

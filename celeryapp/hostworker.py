@@ -2,7 +2,7 @@
 
 One command for systemd, compose and people: the worker is named
 ``worker@<TURBO_HOST>``, consumes the shared queues plus its own host queue
-(``host:<name>``, for work pinned to this host), and keeps revokes in a state
+(``host.<name>``, for work pinned to this host), and keeps revokes in a state
 file so they survive restarts.
 """
 from __future__ import annotations

@@ -28,7 +28,7 @@ Two halves:
 
   Queue depth is the sum of kombu's priority lists (``queries``, ``queries:3``,
   ``queries:6``, ``queries:9``); the queues are the configured ones plus every
-  queue kombu has a binding for (``host:<name>`` queues), looked up every
+  queue kombu has a binding for (``host.<name>`` queues), looked up every
   ``--discover-interval`` seconds.
 """
 from __future__ import annotations
@@ -199,7 +199,7 @@ def binding_queue(member: str, sep: str = QUEUE_SEP) -> str:
     """The queue of a kombu binding, ``<routing key><sep><pattern><sep><queue>``.
 
     kombu joins with the transport's ``sep`` (":" here, as for the priority lists),
-    so a name with ":" in it (``host:alpha``) makes the split ambiguous: the pattern
+    so a queue name with ":" in it makes the split ambiguous: the pattern
     is empty for direct exchanges, so split at the first empty field.
     """
     parts = member.split(sep)
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default=settings.metrics_address,
                         help="address to listen on (TURBO_METRICS_ADDRESS, default 127.0.0.1)")
     parser.add_argument("--discover-interval", type=float, default=30.0,
-                        help="seconds between looks for new queues (host:<name>)")
+                        help="seconds between looks for new queues (host.<name>)")
     parser.add_argument("--queue", action="append", default=[],
                         help="also report this queue (repeatable)")
     parser.add_argument("--once", action="store_true", help="print the metrics once and exit")

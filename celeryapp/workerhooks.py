@@ -39,7 +39,7 @@ def _started(sender=None, task_id=None, task=None, **_):
 
         flows.step_started(flow, header(request, STEP_HEADER), task_id, request.hostname,
                            request.retries + 1)
-    elif not sender.name.startswith("turbo.flow.") and sender.name != "turbo.notify":
+    elif not sender.name.startswith(("turbo.flow.", "turbo.health.")) and sender.name != "turbo.notify":
         client = sender.app.backend.client
         pipe = client.pipeline()
         pipe.zadd(RECENT_KEY, {f"task:{task_id}": time.time()}, nx=True)

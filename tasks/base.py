@@ -10,7 +10,7 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from celeryapp.config import get_settings
-from celeryapp.constants import host_queue, priority_value, time_limits
+from celeryapp.constants import check_queue_name, host_queue, priority_value, time_limits
 from celeryapp.notify import check_spec as check_notify
 
 from .errors import InvalidRequest, TaskTimeout, TransientError
@@ -40,6 +40,11 @@ class TurboTask(Task):
             if options.get("queue"):
                 raise InvalidRequest("give queue or host, not both")
             options["queue"] = host_queue(host)
+        if isinstance(options.get("queue"), str):
+            try:
+                check_queue_name(options["queue"])
+            except ValueError as exc:
+                raise InvalidRequest(str(exc)) from None
         if kwargs.get("notify") is not None:
             try:
                 spec = check_notify(kwargs.pop("notify"))

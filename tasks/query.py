@@ -6,7 +6,7 @@ from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from celeryapp import app
+from celeryapp import app, running
 from celeryapp.config import get_settings
 
 from . import sql as sql_runner
@@ -34,7 +34,7 @@ def run_query(self, sql: str, params=None, engine: str | None = None, *,
     try:
         result = sql_runner.execute(chosen, sql, params, timeout=timeout,
                              max_inline_rows=inline, preview_rows=settings.preview_rows,
-                             spill_path=spill_path)
+                             spill_path=spill_path, on_start=running.on_session)
     except SoftTimeLimitExceeded as exc:
         raise self.stopped(f"{chosen.name} query", started) from exc
     except TransientError as exc:

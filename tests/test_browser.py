@@ -170,8 +170,8 @@ def test_flower_in_chromium(browser, start_worker, celery_app, base_dir, tmp_pat
     from tasks.query import run_query
 
     suffix = uuid.uuid4().hex[:4]
-    alpha = start_worker(f"alpha-{suffix}", queues=f"queries,agents,default,host:alpha-{suffix}")
-    beta = start_worker(f"beta-{suffix}", queues=f"queries,agents,default,host:beta-{suffix}")
+    alpha = start_worker(f"alpha-{suffix}", queues=f"queries,agents,default,host.alpha-{suffix}")
+    beta = start_worker(f"beta-{suffix}", queues=f"queries,agents,default,host.beta-{suffix}")
     password = secrets.token_urlsafe(12)
     flower = FlowerProcess(port=free_port(), user="ops", password=password,
                            env={"TURBO_FLOWER_DB": str(tmp_path / "flower" / "flower.db")},

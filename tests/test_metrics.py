@@ -190,7 +190,7 @@ def test_priority_lists_follow_kombu():
 
 def test_binding_members():
     assert metrics.binding_queue("queries::queries") == "queries"
-    assert metrics.binding_queue("host:alpha::host:alpha") == "host:alpha"
+    assert metrics.binding_queue("host.alpha::host.alpha") == "host.alpha"
     assert metrics.binding_queue("rk:pat:q") == "q"
 
 

@@ -909,7 +909,7 @@ COMMANDS = [
                 Opt("--append-system-prompt", metavar="TEXT"),
                 *_common_options("TURBO_AGENT_TIMEOUT"),
                 Opt("--queue", help=f"queue (default {C.AGENT_QUEUE})"),
-                Opt("--host", help="run on this worker host (its queue host:HOST)"),
+                Opt("--host", help="run on this worker host (its queue host.HOST)"),
             ]),
     Command(("submit", "flow"), cmd_submit_flow,
             "start a workflow from a YAML/JSON file; prints the workflow id",

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from celeryapp import running
+
 from ..errors import AgentError, AgentNotFound, InvalidRequest, TaskTimeout
 from .profiles import Outcome, get_profile
 
@@ -102,6 +104,7 @@ def run_process(argv: list[str], *, stdin: bytes | None = None, cwd: str | None 
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env,
                             start_new_session=True, preexec_fn=_die_with_parent)
     timed_out = False
+    running.note(pid=proc.pid)  # for `celery inspect running_agents`
     try:
         log.info("%s started, pid %d: %s", what, proc.pid, shown or argv[0])
         out = _Drain(proc.stdout, keep_tail=False, limit=MAX_STDOUT_BYTES)
