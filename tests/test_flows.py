@@ -66,7 +66,9 @@ def test_non_series_parallel_dag_follows_its_critical_path(flow_worker):
     assert C[0] < B[1], "C waited for B, which it does not need"
     assert D[0] >= max(A[1], B[1])
     makespan = max(C[1], D[1]) - min(A[0], B[0])
-    assert makespan < 3.9, f"makespan {makespan:.2f}s vs critical path 3s"
+    # generous for a loaded 2-core machine; the overlap above is what tells the designs
+    # apart (bench/dag.py measures the makespan against the critical path)
+    assert makespan < 5.5, f"makespan {makespan:.2f}s vs critical path 3s"
 
 
 def test_failed_step_skips_descendants_and_independent_branch_finishes(flow_worker):
