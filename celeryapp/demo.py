@@ -494,9 +494,9 @@ def run_agents(outcomes: list[Outcome], workdir: Path, model: str | None) -> lis
     """Real agent runs about the query results, or None (and a clear line) without claude."""
     found = claude_executable()
     if not found:
-        console.print(f"[yellow]claude not found on PATH: agent runs skipped (set "
-                      f"TURBO_CLAUDE_BIN to the claude executable, or install Claude Code "
-                      f"and log in).[/]")
+        console.print("[yellow]claude not found on PATH: agent runs skipped (set "
+                      "TURBO_CLAUDE_BIN to the claude executable, or install Claude Code "
+                      "and log in).[/]")
         return None
     from tasks.agent import run_agent
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -307,20 +306,9 @@ class FlowerProcess:
 
     def stop(self, timeout: float = 15.0) -> None:
         """TERM (Flower saves its state on a clean stop), then KILL the group."""
-        if not self.process:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        if self.process.poll() is None:
-            self.process.wait(5)
+        from .localworker import stop_group
+
+        stop_group(self.process, timeout)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .constants import FLOW_KEY, RECENT_KEY, host_queue
-from .flowspec import FlowSpec, FlowSpecError, StepSpec, descendants, templated_values, validate, \
+from .flowspec import FlowSpecError, StepSpec, descendants, templated_values, validate, \
     validate_steps
 
 log = logging.getLogger(__name__)

@@ -73,17 +73,22 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Warm shutdown (TERM), then KILL the whole process group if it lingers."""
-        if not self.process:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
+        stop_group(self.process, timeout)
+
+
+def stop_group(process: subprocess.Popen | None, timeout: float) -> None:
+    """TERM a process started with ``start_new_session``, wait, then KILL its group."""
+    if not process:
+        return
+    if process.poll() is None:
+        process.terminate()
         try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
             pass
-        if self.process.poll() is None:
-            self.process.wait(5)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if process.poll() is None:
+        process.wait(5)

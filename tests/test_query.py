@@ -1,7 +1,6 @@
 """turbo.query against real DuckDB, through Redis and a real worker."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq

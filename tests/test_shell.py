@@ -12,8 +12,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-
 BIN = Path(sys.executable).parent / "turbo"
 TURBO = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "celeryapp.shell.cli"]
 WAIT = 60
@@ -254,16 +252,9 @@ def test_submit_is_fast():
 
 # --- workflows ------------------------------------------------------------------------
 
-try:
-    import celeryapp.flows  # noqa: F401
-    HAVE_FLOWS = True
-except ImportError:  # pragma: no cover
-    HAVE_FLOWS = False
-
-needs_flows = pytest.mark.skipif(not HAVE_FLOWS, reason="celeryapp.flows not yet available")
 
 
-@needs_flows
+
 def test_flow_submitted_by_the_cli_runs_and_reports_per_step(shared_worker, tmp_path):
     spec = tmp_path / "flow.yaml"
     spec.write_text(textwrap.dedent("""
@@ -299,7 +290,6 @@ def test_flow_submitted_by_the_cli_runs_and_reports_per_step(shared_worker, tmp_
     assert flow_id in ls and "flow:cli-flow" in ls
 
 
-@needs_flows
 def test_flow_from_stdin_and_bad_specs(shared_worker):
     flow_id = submit("flow", "-", input=json.dumps(
         {"name": "tiny", "steps": {"one": {"query": "SELECT 1 AS x"}}}))
@@ -313,7 +303,6 @@ def test_flow_from_stdin_and_bad_specs(shared_worker):
     assert missing.returncode == 2 and "workflow file not found" in missing.stderr
 
 
-@needs_flows
 def test_cancel_a_running_flow(start_worker):
     queue = unique_queue()
     start_worker(queues=f"{queue},default", concurrency=2)
