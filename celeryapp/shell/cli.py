@@ -753,8 +753,12 @@ def wait_for(r: resp.Redis, entry: Entry, timeout: float | None) -> Entry:
     progress = Progress(("workflow " if entry.is_flow else "task ") + entry.id)
     try:
         if entry.is_flow:
-            return _wait_flow(r, entry, deadline, progress)
-        return _wait_task(r, entry, deadline, progress)
+            _wait_flow(r, entry, deadline, progress)
+            progress.update(f"{entry.state} [{detail(entry)}]")
+        else:
+            _wait_task(r, entry, deadline, progress)
+            progress.update(state_label(entry) + (f" on {entry.worker}" if entry.worker else ""))
+        return entry  # the last line says how it ended, even when it was done at once
     finally:
         progress.done()
 
