@@ -1,26 +1,18 @@
-"""delay() latency: this project's turbo.query vs a plain Celery task, same Redis.
+"""delay() latency: what a caller pays per submit (no worker runs, only the publish is timed).
 
-Only the publish is timed (no worker runs): what a caller pays per submit.
+Plain Celery: ``bench.noop.delay()`` on the default app. Agent Turbo:
+``run_query.delay("SELECT 1")`` (the project's real submit path: option checks,
+priority, time limits) and ``bench.noop.delay()`` on the project's app.
 """
 from __future__ import annotations
 
-import os
-import statistics
 import time
 
-from rich.console import Console
-from rich.table import Table
-
-
-def _percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return {"p50_us": pick(0.50) * 1e6, "p99_us": pick(0.99) * 1e6,
-            "mean_us": statistics.fmean(ordered) * 1e6}
+from .context import percentiles
 
 
 def _time_calls(call, n: int) -> list[float]:
-    for _ in range(50):  # warm the connection pool
+    for _ in range(min(200, n)):  # warm the connection pool and the code paths
         call()
     samples = []
     for _ in range(n):
@@ -30,30 +22,24 @@ def _time_calls(call, n: int) -> list[float]:
     return samples
 
 
-def run(broker_url: str, n: int) -> dict:
-    from celery import Celery
-
-    plain = Celery("plain", broker=broker_url, backend=broker_url)
-
-    @plain.task(name="plain.noop")
-    def noop(sql):
-        return sql
-
-    os.environ["TURBO_BROKER_URL"] = broker_url
-    from celeryapp.config import reset_settings
-
-    reset_settings()
+def run(ctx) -> dict:
+    n = 300 if ctx.quick else 3000
+    for side in ("plain", "turbo"):
+        ctx.flush(side)
+    plain_noop = ctx.task("plain", "noop")
+    turbo_noop = ctx.task("turbo", "noop")
     from tasks.query import run_query
 
     figures = {
-        "plain_celery": _percentiles(_time_calls(lambda: noop.delay("SELECT 1"), n)),
-        "agent_turbo": _percentiles(_time_calls(lambda: run_query.delay("SELECT 1"), n)),
+        "calls": n,
+        "plain": percentiles(_time_calls(plain_noop.delay, n), 1e6),
+        "turbo": percentiles(_time_calls(lambda: run_query.delay("SELECT 1"), n), 1e6),
+        "turbo_noop": percentiles(_time_calls(turbo_noop.delay, n), 1e6),
+        "unit": "µs",
     }
-    table = Table(title=f"delay() latency, {n} calls each")
-    table.add_column("app")
-    for column in ("p50 µs", "p99 µs", "mean µs"):
-        table.add_column(column, justify="right")
-    for name, values in figures.items():
-        table.add_row(name, *(f"{values[k]:.0f}" for k in ("p50_us", "p99_us", "mean_us")))
-    Console().print(table)
+    for side in ("plain", "turbo"):  # nothing consumes these: drop them
+        ctx.flush(side)
+    ctx.say(f"delay() p50: plain {figures['plain']['p50']:.0f} µs, turbo run_query "
+            f"{figures['turbo']['p50']:.0f} µs, turbo bench.noop "
+            f"{figures['turbo_noop']['p50']:.0f} µs")
     return figures

@@ -1,0 +1,192 @@
+"""The one table: metric, plain Celery, Agent Turbo, target, met? - and the machine it ran on."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+
+from rich.console import Console
+from rich.table import Table
+
+
+def machine_info() -> dict:
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "celery": version("celery"), "kombu": version("kombu"), "redis_py": version("redis"),
+        "billiard": version("billiard"), "duckdb": version("duckdb"),
+        "pyarrow": version("pyarrow"),
+        "redis_server": _redis_server_version(),
+        "loadavg_at_start": os.getloadavg(),
+        "other_celery_processes_at_start": _count_celery_processes(),
+    }
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _redis_server_version() -> str | None:
+    from celeryapp.localredis import find_redis_server
+
+    try:
+        out = subprocess.run([find_redis_server(), "--version"], capture_output=True,
+                             text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return next((part[2:] for part in out.split() if part.startswith("v=")), out.strip())
+
+
+def _count_celery_processes() -> int:
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if b"celery" in handle.read():
+                        count += 1
+            except OSError:
+                pass
+    return count
+
+
+# --- rows ---------------------------------------------------------------------------------
+def _yes(ok: bool | None) -> str:
+    return "" if ok is None else ("[green]yes[/]" if ok else "[red]no[/]")
+
+
+def rows(figures: dict) -> list[tuple[str, str, str, str, str]]:
+    out: list[tuple[str, str, str, str, str]] = []
+
+    def add(metric, plain, turbo, target="", ok=None):
+        out.append((metric, plain, turbo, target, _yes(ok)))
+
+    def failed(name):
+        add(f"{name}: [red]failed[/]", "", "", "", None)
+
+    f = figures.get("delay")
+    if f and "error" not in f:
+        add(f"delay() p50 ({f['calls']} calls; turbo: run_query.delay)",
+            f"{f['plain']['p50']:.0f} µs", f"{f['turbo']['p50']:.0f} µs", "≤ 200 µs",
+            f["turbo"]["p50"] <= 200)
+        add("delay() p99", f"{f['plain']['p99']:.0f} µs", f"{f['turbo']['p99']:.0f} µs")
+        add("delay() p50, bench.noop on each app", f"{f['plain']['p50']:.0f} µs",
+            f"{f['turbo_noop']['p50']:.0f} µs")
+    elif f:
+        failed("delay()")
+
+    f = figures.get("throughput")
+    if f and "error" not in f:
+        add(f"no-op throughput, {f['tasks']:,} tasks, -c {f['concurrency']}, results stored",
+            f"{f['plain']['tasks_per_s']:.0f}/s ({f['plain']['wall_s']:.2f} s)",
+            f"{f['turbo']['tasks_per_s']:.0f}/s ({f['turbo']['wall_s']:.2f} s) "
+            f"= {f['ratio']:.2f}× plain", "≥ 3× plain", f["ratio"] >= 3)
+        for name, v in (f.get("ablation") or {}).items():
+            add(f"  ablation: project worker without {name}", "",
+                f"{v['tasks_per_s']:.0f}/s = {v['tasks_per_s'] / f['plain']['tasks_per_s']:.2f}× plain")
+    elif f:
+        failed("throughput")
+
+    f = figures.get("parallel")
+    if f and "error" not in f:
+        top = max(f["slots"])
+        for n in f["slots"]:
+            p, t = f["plain"][str(n)], f["turbo"][str(n)]
+            add(f"parallel efficiency, {f['tasks']} × {f['sleep_s']:g} s, -c {n} "
+                f"(issue formula)", f"{100 * p['efficiency']:.1f} % ({p['wall_s']:.2f} s)",
+                f"{100 * t['efficiency']:.1f} % ({t['wall_s']:.2f} s)",
+                f"≥ 95 % (max possible {100 * t['ideal_s'] / t['best_schedule_s']:.1f} %)"
+                if n == top else "", None)
+        p, t = f["plain"][str(top)], f["turbo"][str(top)]
+        add(f"parallel efficiency, -c {top}, vs ceil(tasks/N) × {f['sleep_s']:g} s",
+            f"{100 * p['schedule_efficiency']:.1f} %", f"{100 * t['schedule_efficiency']:.1f} %",
+            "≥ 95 %", t["schedule_efficiency"] >= 0.95)
+    elif f:
+        failed("parallel")
+
+    f = figures.get("chord")
+    if f and "error" not in f:
+        add(f"chord: body start after the last of {f['headers']:,} headers",
+            f"{f['plain']['lag_ms']:.1f} ms", f"{f['turbo']['lag_ms']:.1f} ms", "≤ 100 ms",
+            f["turbo"]["lag_ms"] <= 100)
+    elif f:
+        failed("chord")
+
+    f = figures.get("dag")
+    if f and "error" not in f:
+        add(f"DAG makespan, A→C A→D B→D (critical path {f['critical_path_s']:g} s)",
+            f"{f['plain']['makespan_s']:.3f} s ({f['plain']['ratio']:.3f}× CP)",
+            f"{f['turbo']['makespan_s']:.3f} s ({f['turbo']['ratio']:.3f}× CP)",
+            "report (canvas floor 4/3×)")
+    elif f:
+        failed("dag")
+
+    f = figures.get("rows")
+    if f and "error" not in f:
+        add(f"{f['rows']:,}-row DuckDB result, submit → rows in the client",
+            f"{f['plain']['wall_s']:.3f} s (inline JSON)",
+            f"{f['turbo']['wall_s']:.3f} s (Parquet → pyarrow)", "≤ 2 s",
+            f["turbo"]["wall_s"] <= 2)
+    elif f:
+        failed("rows")
+
+    f = figures.get("shell")
+    if f and "error" not in f:
+        add("shell submit p50 (plain: celery call; turbo: turbo submit query)",
+            f"{f['plain_submit']['p50_ms']:.1f} ms", f"{f['turbo_submit']['p50_ms']:.1f} ms",
+            "≤ 30 ms", f["turbo_submit"]["p50_ms"] <= 30)
+        add("shell submit p50 via celery call", f"{f['plain_submit']['p50_ms']:.1f} ms",
+            f"{f['turbo_celery_call']['p50_ms']:.1f} ms")
+        add("shell status p50 (plain: celery result; turbo: turbo status)",
+            f"{f['plain_status']['p50_ms']:.1f} ms", f"{f['turbo_status']['p50_ms']:.1f} ms")
+        add("  python -c pass (interpreter floor)", f"{f['floor']['p50_ms']:.1f} ms",
+            f"{f['floor']['p50_ms']:.1f} ms")
+    elif f:
+        failed("shell")
+
+    f = figures.get("memory")
+    if f and "error" not in f:
+        add(f"worker PSS per slot, -c {f['slots']} (turbo: engines loaded; plain: idle)",
+            f"{f['plain']['per_slot_mb']:.1f} MB", f"{f['turbo']['per_slot_mb']:.1f} MB",
+            "≤ 40 MB", f["turbo"]["per_slot_mb"] <= 40)
+    elif f:
+        failed("memory")
+    return out
+
+
+def print_table(figures: dict, machine: dict, quick: bool) -> None:
+    title = (f"Agent Turbo vs plain Celery, same Redis - {machine['nproc']} CPUs, "
+             f"Python {machine['python']}, Celery {machine['celery']}, kombu "
+             f"{machine['kombu']}, redis-py {machine['redis_py']}"
+             + (" [yellow](--quick: reduced sizes, targets not comparable)[/]" if quick else ""))
+    table = Table(title=title, show_lines=False)
+    table.add_column("metric")
+    table.add_column("plain Celery", justify="right")
+    table.add_column("Agent Turbo", justify="right")
+    table.add_column("target")
+    table.add_column("met?", justify="center")
+    for row in rows(figures):
+        table.add_row(*row)
+    Console(width=max(160, Console().width)).print(table)
+    errors = {name: f["error"] for name, f in figures.items() if isinstance(f, dict)
+              and "error" in f}
+    for name, error in errors.items():
+        Console().print(f"[red]{name} failed:[/] {error}")
