@@ -420,7 +420,9 @@ class FlowStore:
 
     @contextmanager
     def locked(self, flow_id: str) -> Iterator[dict]:
-        lock = self.client.lock(f"{self.key(flow_id)}:lock", timeout=60, blocking_timeout=60)
+        # short polls: a step's start hook waits here before its task body runs
+        lock = self.client.lock(f"{self.key(flow_id)}:lock", timeout=60, blocking_timeout=60,
+                                sleep=0.005)
         if not lock.acquire():
             raise TimeoutError(f"workflow {flow_id}: state lock not acquired in 60 s")
         try:

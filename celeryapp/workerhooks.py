@@ -30,6 +30,23 @@ def header(request, name: str):
     return value
 
 
+@signals.worker_init.connect
+def _share_memory_with_children(**_):
+    """In the main process, before the pool forks: load the engines once so every
+    child shares their pages, then move what exists to a permanent GC generation so
+    the children's collections do not touch (and so copy) those pages."""
+    import gc
+
+    import duckdb  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    import tasks.engines.duckdb  # noqa: F401
+    import tasks.results  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
+
+
 @signals.task_prerun.connect
 def _started(sender=None, task_id=None, task=None, **_):
     request = task.request

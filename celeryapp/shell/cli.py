@@ -619,7 +619,7 @@ def cmd_result(a) -> int:
 
     r = backend()
     entry = fetch(r, [Entry(a.id)])[0]
-    if not entry.ready and a.wait:
+    if a.wait:  # also when already done: stderr then says how it ended
         entry = wait_for(r, entry, a.timeout)
     if entry.is_flow:
         return show_flow(entry, a.format)
@@ -784,6 +784,8 @@ def _wait_flow(r, entry, deadline, progress) -> Entry:
 
 def _wait_task(r, entry, deadline, progress) -> Entry:
     """SUBSCRIBE to the result's channel (the Redis backend PUBLISHes every state)."""
+    if entry.ready:
+        return entry
     channel = META_KEY.format(id=entry.id)
     sub = r.dedicated()
     sub.connection.pipeline([("SUBSCRIBE", channel)])
