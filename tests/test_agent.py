@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers import gone, unique_queue, wait_for
 from celery.exceptions import TaskRevokedError
 
 from tasks.agent import run_agent
@@ -16,31 +17,8 @@ from tasks.errors import (AgentError, AgentNotFound, AgentRateLimited, InvalidRe
 WAIT = 60
 
 
-def unique_queue() -> str:
-    return f"q-{uuid.uuid4().hex[:8]}"
-
-
-def gone(pid: int) -> bool:
-    """Not running: no such process, or a zombie (PID 1 in a container may not reap)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "\nState:\tZ" in status
-
-
-def wait_until(check, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not met within {timeout}s")
-
-
 def read_pid(path: Path, timeout: float = 30.0) -> int:
-    return int(wait_until(lambda: path.exists() and path.read_text().strip(), timeout,
+    return int(wait_for(lambda: path.exists() and path.read_text().strip(), timeout,
                           f"{path} written"))
 
 
@@ -182,7 +160,7 @@ def test_timeout_kills_grandchildren(shared_worker, tmp_path):
                         timeout=4).get(timeout=WAIT)
     for path in (pidfile, leader):
         pid = read_pid(path, 1)
-        wait_until(lambda: gone(pid), 10, f"pid {pid} from {path.name} gone")
+        wait_for(lambda: gone(pid), 10, f"pid {pid} from {path.name} gone")
 
 
 def test_revoke_with_sigusr1_kills_the_process_group(start_worker, celery_app, tmp_path):
@@ -195,7 +173,7 @@ def test_revoke_with_sigusr1_kills_the_process_group(start_worker, celery_app, t
     assert not gone(grandchild) and not gone(agent)
     async_result.revoke(terminate=True, signal="SIGUSR1")
     for pid in (grandchild, agent):
-        wait_until(lambda: gone(pid), 20, f"pid {pid} gone after revoke")
+        wait_for(lambda: gone(pid), 20, f"pid {pid} gone after revoke")
     with pytest.raises(TaskRevokedError):  # a revoke stays a revoke, not a timeout
         async_result.get(timeout=WAIT)
     assert celery_app.backend.get_task_meta(async_result.id)["status"] == "REVOKED"
@@ -239,4 +217,4 @@ def test_agent_dies_with_a_killed_worker(start_worker, tmp_path):
     run_agent.delay(f"[fake:sleep=120] [fake:pidfile={leader}]", queue=queue, timeout=300)
     agent = read_pid(leader)
     os.killpg(worker.pid, signal.SIGKILL)
-    wait_until(lambda: gone(agent), 20, "the agent CLI to die with its worker")
+    wait_for(lambda: gone(agent), 20, "the agent CLI to die with its worker")

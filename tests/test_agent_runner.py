@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import gone
 
 from tasks.agents import profiles, runner
 from tasks.agents.profiles import Outcome, get_profile
@@ -26,15 +27,6 @@ def run(prompt, timeout=30.0, **kwargs):
                if name in kwargs}
     kwargs.setdefault("executable", FAKE)
     return runner.run("claude", prompt, options, timeout=timeout, **kwargs)
-
-
-def gone(pid: int) -> bool:
-    """Not running: no such process, or a zombie nobody reaped (PID 1 may not reap)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "\nState:\tZ" in status
 
 
 def wait_for_file(path: Path, timeout: float = 20.0) -> str:

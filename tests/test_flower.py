@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 
 from celeryapp.flower import CONFIG_FILE, FlowerConfigError, FlowerProcess, flower_options
 from celeryapp.localredis import free_port
@@ -40,17 +41,6 @@ def clean_env(**extra: str) -> dict[str, str]:
 def run_flower_cli(args: list[str], env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout,
                           cwd=ROOT)
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture

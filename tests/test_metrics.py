@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 
 import pytest
+from helpers import wait_for
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -38,17 +38,6 @@ def parse(text: str) -> dict[tuple[str, frozenset], float]:
 
 def value(samples, name: str, **labels) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="module")

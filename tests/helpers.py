@@ -1,0 +1,32 @@
+"""Small waiting and process helpers shared by the test modules."""
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+
+def unique_queue() -> str:
+    """A queue only the test's own worker consumes."""
+    return f"q-{uuid.uuid4().hex[:8]}"
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    """Poll ``predicate`` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def gone(pid: int) -> bool:
+    """Not running: no such process, or a zombie (PID 1 in a container may not reap)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
