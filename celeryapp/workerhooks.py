@@ -47,6 +47,23 @@ def _share_memory_with_children(**_):
     gc.freeze()
 
 
+@signals.worker_ready.connect
+def _sweep_spilled_results(**_):
+    sweep_results()
+
+
+def sweep_results() -> None:
+    """Parquet results expire with the results that name them (TURBO_RESULT_EXPIRES)."""
+    from tasks.results import sweep_expired
+
+    from .config import get_settings
+
+    settings = get_settings()
+    removed = sweep_expired(settings.results_dir, settings.result_expires)
+    if removed:
+        log.info("removed %d expired result file(s) from %s", removed, settings.results_dir)
+
+
 @signals.task_prerun.connect
 def _started(sender=None, task_id=None, task=None, **_):
     request = task.request

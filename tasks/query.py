@@ -41,4 +41,20 @@ def run_query(self, sql: str, params=None, engine: str | None = None, *,
         self.retry_transient(exc, retries)
     result.update(task_id=self.request.id, worker=self.request.hostname,
                   attempts=self.request.retries + 1)
+    if result.get("parquet_path"):
+        _sweep_now_and_then()
     return result
+
+
+_SWEEP_EVERY_S = 600.0
+_last_sweep = 0.0
+
+
+def _sweep_now_and_then() -> None:
+    """Long-running workers also drop expired Parquet results, at most every 10 min."""
+    global _last_sweep
+    if time.monotonic() - _last_sweep >= _SWEEP_EVERY_S:
+        _last_sweep = time.monotonic()
+        from celeryapp.workerhooks import sweep_results
+
+        sweep_results()

@@ -91,6 +91,23 @@ def _chain(held, stream):
     yield from stream
 
 
+def sweep_expired(directory: Path, max_age_s: float, now: float | None = None) -> int:
+    """Delete spilled results (and abandoned partial files) older than ``max_age_s``:
+    they expire with the task results that point at them. Returns how many went."""
+    import time
+
+    now = time.time() if now is None else now
+    removed = 0
+    for path in list(Path(directory).glob("*.parquet")) + list(Path(directory).glob("*.parquet.part")):
+        try:
+            if now - path.stat().st_mtime > max_age_s:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # another worker swept it first
+            pass
+    return removed
+
+
 def read_parquet(path: str | os.PathLike) -> pa.Table:
     """Load a spilled result (client side)."""
     return pq.read_table(path)

@@ -1,6 +1,7 @@
 """turbo.query against real DuckDB, through Redis and a real worker."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -129,3 +130,30 @@ def test_results_outlive_the_submitting_process(shared_worker):
     result = json.loads(out)
     assert result["rows"] == [[42, 5000]]
     assert result["task_id"] == task_id
+
+
+def test_expired_parquet_results_are_swept_when_a_worker_starts(start_worker, test_env, tmp_path):
+    import os
+
+    from tasks.results import sweep_expired
+
+    results = Path(test_env["TURBO_RESULTS_DIR"])
+    results.mkdir(parents=True, exist_ok=True)
+    old, fresh = results / "expired-0000.parquet", results / "fresh-0000.parquet"
+    for path in (old, fresh):
+        path.write_bytes(b"PAR1")
+    week_and_a_day = 8 * 24 * 3600  # TURBO_RESULT_EXPIRES defaults to a week
+    os.utime(old, (os.path.getmtime(old) - week_and_a_day,) * 2)
+    start_worker(queues="q-sweep", concurrency=1)
+    deadline = time.monotonic() + 30
+    while old.exists():
+        assert time.monotonic() < deadline, "expired result file still there"
+        time.sleep(0.1)
+    assert fresh.exists()
+    fresh.unlink()
+    partial, kept = tmp_path / "x.parquet.part", tmp_path / "y.parquet"
+    partial.write_bytes(b"")
+    kept.write_bytes(b"")
+    os.utime(partial, (os.path.getmtime(partial) - 7200,) * 2)
+    assert sweep_expired(tmp_path, 3600) == 1
+    assert not partial.exists() and kept.exists()
