@@ -40,6 +40,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers import gone  # tests/ is on sys.path for pytest and for `python tests/netns.py`
+
 ROOT = Path(__file__).resolve().parents[1]
 HOSTS = ("alpha", "beta")
 REPLY_MARK = "@@turbo-netns@@ "
@@ -62,21 +64,6 @@ def unavailable_reason() -> str | None:
     if not shutil.which("ip"):
         return "the ip command (iproute2) is missing; multi-host test skipped"
     return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie is as good as gone (its parent reaps it)
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @dataclass
@@ -160,7 +147,7 @@ class Topology:
         found = self.pids(role)
         deadline = time.monotonic() + timeout
         while True:
-            pids = [p for p in self.pids(role) if _alive(p)]
+            pids = [p for p in self.pids(role) if not gone(p)]
             if not pids:
                 return found
             for pid in pids:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import gone
+from helpers import gone, wait_for
 
 from tasks.agents import profiles, runner
 from tasks.agents.profiles import Outcome, get_profile
@@ -29,16 +29,6 @@ def run(prompt, timeout=30.0, **kwargs):
     return runner.run("claude", prompt, options, timeout=timeout, **kwargs)
 
 
-def wait_for_file(path: Path, timeout: float = 20.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().strip():
-            return path.read_text().strip()
-        time.sleep(0.05)
-    raise TimeoutError(f"{path} not written within {timeout}s")
-
-
-# --- success ------------------------------------------------------------------------
 def test_success_fields_are_parsed(tmp_path):
     result = run("hello there", model="m-test")
     assert result["result"] == "fake claude (m-test): hello there"
@@ -257,7 +247,7 @@ def test_timeout_kills_the_process_group(tmp_path):
             timeout=3, kill_grace=2)
     assert time.monotonic() - started < 15
     for name in ("grandchild.pid", "leader.pid"):
-        pid = int(wait_for_file(tmp_path / name, 1))
+        pid = int(wait_for(lambda: (tmp_path / name).exists() and (tmp_path / name).read_text().strip(), 1, name))
         assert gone(pid), f"{name} {pid} still running"
 
 
@@ -267,7 +257,7 @@ def test_kill_escalates_when_term_is_ignored(tmp_path):
         run(f"[fake:ignore-term] [fake:sleep=60] [fake:pidfile={tmp_path / 'pid'}]",
             timeout=3.0, kill_grace=1.0)
     assert 3.9 < time.monotonic() - started < 15  # TERM ignored: KILL after the grace
-    assert gone(int(wait_for_file(tmp_path / "pid", 1)))
+    assert gone(int(wait_for(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text().strip(), 1, "pid")))
 
 
 class Interrupted(BaseException):
@@ -281,7 +271,7 @@ def test_signal_in_the_waiting_thread_kills_the_group(tmp_path):
         raise Interrupted()
 
     def signal_when_started():
-        wait_for_file(pidfile)
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 20, str(pidfile))
         os.kill(os.getpid(), signal.SIGUSR1)
 
     previous = signal.signal(signal.SIGUSR1, raise_interrupted)
