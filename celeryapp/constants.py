@@ -30,6 +30,7 @@ DEFAULT_TIME_LIMIT_GRACE = 30.0
 DEFAULT_RESULT_EXPIRES = 7 * 24 * 3600
 
 RECENT_KEY = "turbo:recent"  # sorted set of "task:<id>" / "flow:<id>" by submit time
+RECENT_KEEP = 1000  # newest members kept in it
 FLOW_KEY = "turbo:flow:{id}"  # JSON document of one workflow's state
 
 

@@ -21,14 +21,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .constants import FLOW_KEY, RECENT_KEY, host_queue
+from .constants import FLOW_KEY, RECENT_KEEP, RECENT_KEY, host_queue
 from .flowspec import FlowSpecError, StepSpec, descendants, templated_values, validate, \
     validate_steps
 
 log = logging.getLogger(__name__)
 
 TERMINAL = {"succeeded", "failed", "skipped", "cancelled"}
-RECENT_KEEP = 1000
 FLOW_START_TASK = "turbo.flow.start"
 
 __all__ = ["FlowSpecError", "cancel", "get_state", "prepare", "submit", "wait"]

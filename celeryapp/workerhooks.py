@@ -1,4 +1,4 @@
-"""Worker-side signal hooks: workflow progress, completion notices, the recent list.
+"""Worker-side signal hooks: engines preloaded, workflow progress, completion notices.
 
 They run in the worker after each task; a hook that fails is logged by Celery
 and never fails the task itself.
@@ -6,18 +6,14 @@ and never fails the task itself.
 from __future__ import annotations
 
 import logging
-import time
 
 from celery import signals
-
-from .constants import RECENT_KEY
 
 log = logging.getLogger(__name__)
 
 FLOW_HEADER = "turbo_flow"
 STEP_HEADER = "turbo_step"
 NOTIFY_HEADER = "turbo_notify"
-RECENT_KEEP = 1000
 
 
 def header(request, name: str):
@@ -66,6 +62,7 @@ def sweep_results() -> None:
 
 @signals.task_prerun.connect
 def _started(sender=None, task_id=None, task=None, **_):
+    # other tasks enter the recent list with their first stored state (backend.py)
     request = task.request
     flow = header(request, FLOW_HEADER)
     if flow:
@@ -73,12 +70,6 @@ def _started(sender=None, task_id=None, task=None, **_):
 
         flows.step_started(flow, header(request, STEP_HEADER), task_id, request.hostname,
                            request.retries + 1)
-    elif not sender.name.startswith(("turbo.flow.", "turbo.health.")) and sender.name != "turbo.notify":
-        client = sender.app.backend.client
-        pipe = client.pipeline()
-        pipe.zadd(RECENT_KEY, {f"task:{task_id}": time.time()}, nx=True)
-        pipe.zremrangebyrank(RECENT_KEY, 0, -RECENT_KEEP - 1)
-        pipe.execute()
 
 
 @signals.task_success.connect

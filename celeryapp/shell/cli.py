@@ -21,7 +21,6 @@ from .messages import task_message
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REDIS = 0, 1, 2, 3
 META_KEY = "celery-task-meta-{id}"
-RECENT_LIMIT = 1000
 READY = ("SUCCESS", "FAILURE", "REVOKED")
 FLOW_DONE = ("succeeded", "failed", "cancelled")
 FLOW_START_TASK = "turbo.flow.start"
@@ -156,7 +155,7 @@ def remember(member: str, when: float | None = None) -> list[tuple]:
     """Commands that add ``member`` to the recent list and keep it bounded."""
     now = time.time()
     return [("ZADD", C.RECENT_KEY, repr(float(when or now)), member),
-            ("ZREMRANGEBYRANK", C.RECENT_KEY, 0, -(RECENT_LIMIT + 1)),
+            ("ZREMRANGEBYRANK", C.RECENT_KEY, 0, -(C.RECENT_KEEP + 1)),
             ("ZREMRANGEBYSCORE", C.RECENT_KEY, "-inf", repr(now - result_expires()))]
 
 
