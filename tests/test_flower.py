@@ -91,6 +91,16 @@ def wait_events(flower: FlowerProcess, worker: str, timeout: float = 30) -> None
     wait_for(seen, timeout, f"{worker}'s events in Flower")
 
 
+def task_info(flower: FlowerProcess, task_id: str) -> dict:
+    """The task as Flower knows it; {} while no event of it has arrived (404)."""
+    status, body = flower.get(f"/api/task/info/{task_id}")
+    return json.loads(body) if status == 200 else {}
+
+
+def task_state(flower: FlowerProcess, task_id: str) -> str | None:
+    return task_info(flower, task_id).get("state")
+
+
 def api_json(flower: FlowerProcess, path: str):
     status, body = flower.get(path)
     assert status == 200, (path, status, body[:300])
@@ -204,8 +214,7 @@ def test_state_saved_periodically(flower, celery_app, shared_worker, new_flower)
     wait_for(lambda: list(state.glob("flower.db*")), 10, "a state file under " + str(state))
     result = run_query.delay("SELECT 42 AS answer")
     result.get(timeout=60)
-    wait_for(lambda: api_json(flower, f"/api/task/info/{result.id}").get("state") == "SUCCESS",
-             30, "the task in Flower")
+    wait_for(lambda: task_state(flower, result.id) == "SUCCESS", 30, "the task in Flower")
     # saved by the timer, not only on a clean stop: kill -9 a second Flower and restart it
     db = state / "second" / "flower.db"
     second = new_flower(db=db, env={"TURBO_FLOWER_STATE_SAVE_INTERVAL": "300"})
@@ -252,8 +261,7 @@ def test_flower_never_shows_secrets(flower, celery_app, shared_worker):
     assert answer["rows"] == [["password=hunter2", "dapi0123456789abcdef0123456789abcdef", 5000]]
 
     info = wait_for(lambda: (lambda i: i if i.get("state") == "SUCCESS" and i.get("result")
-                             else None)(json.loads(flower.get(f"/api/task/info/{result.id}")[1]
-                                                   or b"{}")),
+                             else None)(task_info(flower, result.id)),
                     30, "the finished task in Flower")
     listing = flower.get("/api/tasks?limit=1000")[1].decode()
     page = flower.get(f"/task/{result.id}")[1].decode()
@@ -281,7 +289,7 @@ def test_failure_texts_are_redacted(flower, celery_app, shared_worker):
     with pytest.raises(Exception):
         result.get(timeout=60)
     info = wait_for(lambda: (lambda i: i if i.get("state") == "FAILURE" else None)(
-        json.loads(flower.get(f"/api/task/info/{result.id}")[1] or b"{}")), 30, "failure")
+        task_info(flower, result.id)), 30, "failure")
     text = json.dumps(info)
     assert "hunter2" not in text
     assert "missing_table" in text
