@@ -157,7 +157,7 @@ class BenchContext:
     # --- workers --------------------------------------------------------------------
     @contextmanager
     def worker(self, side: str, concurrency: int, flush: bool = True,
-               off: tuple[str, ...] = ()) -> Iterator[WorkerProcess]:
+               off: tuple[str, ...] = (), pool: str = "prefork") -> Iterator[WorkerProcess]:
         """A running worker of ``side`` with ``-c concurrency``; stopped on exit.
 
         ``off`` (turbo only): costs to switch off, see bench/turbo_variant.py.
@@ -169,18 +169,20 @@ class BenchContext:
         logfile = self.logs / f"{side}{self._started}-c{concurrency}.log"
         if side == "plain":
             worker: WorkerProcess = PlainWorker(name=name, concurrency=concurrency,
-                                                logfile=logfile)
+                                                logfile=logfile, pool=pool)
         else:
             from bench.turbo_tasks import QUEUE
 
             cls = VariantWorker if off else WorkerProcess
             worker = cls(name=name, queues=QUEUE, concurrency=concurrency, logfile=logfile,
+                         pool=pool,
                          extra_args=("-I", "bench.turbo_tasks"),
                          env={"BENCH_TURBO_OFF": ",".join(off)} if off else {})
         self.workers.append(worker)
         try:
             worker.start(self.app(side), timeout=180)
-            self.wait_children(worker, concurrency)
+            if pool == "prefork":
+                self.wait_children(worker, concurrency)
             yield worker
         finally:
             worker.stop()
