@@ -90,6 +90,16 @@ def celery_app():
     return app
 
 
+@pytest.fixture(scope="session")
+def broker_client(celery_app):
+    """redis-py on the broker's database (queues), for looking at messages directly."""
+    import redis
+
+    client = redis.Redis.from_url(os.environ["TURBO_BROKER_URL"])
+    yield client
+    client.close()
+
+
 @pytest.fixture
 def start_worker(celery_app, base_dir, request):
     """Factory: start a real worker with extra env; stopped after the test."""

@@ -32,13 +32,6 @@ def turbo(*args: str, env: dict | None = None, input: str | None = None, timeout
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def broker_client():
-    client = redis.Redis.from_url(os.environ["TURBO_BROKER_URL"])
-    yield client
-    client.close()
-
-
 def _by_id(raw_messages) -> dict:
     decoded = [messages.decode(raw) for raw in raw_messages]
     return {m["headers"]["id"]: m for m in decoded}

@@ -332,10 +332,17 @@ class Connection:
     def _lost(self, exc: OSError) -> RedisUnavailable:
         self.close()
         where = self.endpoint.describe()
+        # TLS 1.3 servers refuse a missing client certificate after the handshake: the
+        # client reads either their alert or, when the close wins the race, a bare EOF
         if "CERTIFICATE_REQUIRED" in str(exc):
             return RedisUnavailable(
                 f"Redis at {where} wants a client certificate: set TURBO_REDIS_TLS_CERT "
                 f"and TURBO_REDIS_TLS_KEY ({exc})")
+        if self.endpoint.tls and not self.tls_files[1] and "EOF occurred" in str(exc):
+            return RedisUnavailable(
+                f"Redis at {where} closed the TLS connection, as a server that wants a "
+                f"client certificate does: set TURBO_REDIS_TLS_CERT and TURBO_REDIS_TLS_KEY "
+                f"({exc})")
         return RedisUnavailable(f"lost the connection to Redis at {where}: "
                                 f"{exc.strerror or exc}")
 
