@@ -3,6 +3,9 @@
 Plain Celery: ``bench.noop.delay()`` on the default app. Agent Turbo:
 ``run_query.delay("SELECT 1")`` (the project's real submit path: option checks,
 priority, time limits) and ``bench.noop.delay()`` on the project's app.
+
+Also a group of 1,000 no-ops, per task: plain ``group(...).apply_async()`` against
+the project's ``celeryapp.submit.apply_group`` (the same group, one pipeline).
 """
 from __future__ import annotations
 
@@ -22,6 +25,21 @@ def _time_calls(call, n: int) -> list[float]:
     return samples
 
 
+def _group_submit_us(submit, noop, size: int, repeats: int) -> float:
+    """Median µs per task of submitting a ``size``-task group."""
+    from celery import group
+
+    from .context import median
+
+    runs = []
+    for _ in range(repeats):
+        signature = group(noop.s() for _ in range(size))
+        start = time.perf_counter()
+        submit(signature)
+        runs.append((time.perf_counter() - start) / size * 1e6)
+    return median(runs)
+
+
 def run(ctx) -> dict:
     n = 300 if ctx.quick else 3000
     for side in ("plain", "turbo"):
@@ -37,9 +55,19 @@ def run(ctx) -> dict:
         "turbo_noop": percentiles(_time_calls(turbo_noop.delay, n), 1e6),
         "unit": "µs",
     }
+    from celeryapp.submit import apply_group
+
+    size, repeats = (100, 1) if ctx.quick else (1000, 3)
+    figures["group"] = {
+        "size": size,
+        "plain_us_per_task": _group_submit_us(lambda g: g.apply_async(), plain_noop, size, repeats),
+        "turbo_us_per_task": _group_submit_us(apply_group, turbo_noop, size, repeats),
+    }
     for side in ("plain", "turbo"):  # nothing consumes these: drop them
         ctx.flush(side)
     ctx.say(f"delay() p50: plain {figures['plain']['p50']:.0f} µs, turbo run_query "
             f"{figures['turbo']['p50']:.0f} µs, turbo bench.noop "
             f"{figures['turbo_noop']['p50']:.0f} µs")
+    ctx.say(f"group of {size} submitted: plain {figures['group']['plain_us_per_task']:.0f} "
+            f"µs/task, turbo apply_group {figures['group']['turbo_us_per_task']:.0f} µs/task")
     return figures

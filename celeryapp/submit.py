@@ -23,7 +23,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-DEFAULT_MAX_SIZE = 1000  # Redis commands per pipeline
+DEFAULT_MAX_SIZE = 100  # Redis commands per pipeline: workers start on the first ones early
 
 
 def _app(app):
