@@ -15,10 +15,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-import redis
 
 from celeryapp.constants import PRIORITIES, host_queue
 from celeryapp.localredis import free_port
+from celeryapp.shell import args as shell_args
 from celeryapp.shell import cli, messages, resp
 from tasks.agent import run_agent
 from tasks.query import run_query
@@ -220,9 +220,9 @@ def test_bad_urls_are_usage_errors(url, needle):
     ["cancel", "x", "--wait", "1"], ["ls"], ["ls", "-n", "3"],
 ])
 def test_fast_parser_agrees_with_argparse(argv):
-    fast = cli.fast_parse(argv)
+    fast = shell_args.fast_parse(argv)
     assert fast is not None, argv
-    slow = cli.build_parser().parse_args(argv)
+    slow = shell_args.build_parser().parse_args(argv)
     assert vars(fast) == vars(slow)
 
 
@@ -233,7 +233,7 @@ def test_fast_parser_agrees_with_argparse(argv):
     ["status", "--json=1"], ["submit"], ["nope"], [],
 ])
 def test_fast_parser_leaves_the_hard_cases_to_argparse(argv):
-    assert cli.fast_parse(argv) is None
+    assert shell_args.fast_parse(argv) is None
 
 
 def test_usage_errors_exit_2_and_name_the_problem():

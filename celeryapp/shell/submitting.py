@@ -1,0 +1,174 @@
+"""``turbo submit query|agent|flow``: Celery messages written straight to Redis."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from .. import constants as C
+from . import resp
+from .common import EXIT_OK, FLOW_START_TASK, Failed, UsageError, backend, broker, env, \
+    env_number, result_expires, sent_event
+from .messages import task_message
+
+
+def checked_timeout(timeout, kind: str) -> tuple[float, float]:
+    """(soft, hard) Celery limits for a ``kind`` task, as TurboTask.apply_async computes."""
+    default_name, max_name = f"TURBO_{kind.upper()}_TIMEOUT", f"TURBO_{kind.upper()}_MAX_TIMEOUT"
+    default = getattr(C, f"DEFAULT_{kind.upper()}_TIMEOUT")
+    longest = env_number(max_name, getattr(C, f"DEFAULT_{kind.upper()}_MAX_TIMEOUT"))
+    if timeout is None:
+        timeout = env_number(default_name, default)
+    elif timeout <= 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, got {timeout:g}")
+    elif timeout > longest:
+        raise UsageError(f"--timeout {timeout:g}s exceeds the maximum of {longest:g}s "
+                         f"for a {kind} ({max_name})")
+    return C.time_limits(float(timeout), env_number("TURBO_TIME_LIMIT_GRACE",
+                                                     C.DEFAULT_TIME_LIMIT_GRACE))
+
+
+def _priority(text: str | None) -> int:
+    default = env("TURBO_DEFAULT_PRIORITY", C.DEFAULT_PRIORITY)
+    try:
+        if text is not None and text.isdigit():
+            return C.priority_value(int(text))
+        return C.priority_value(text, default)
+    except (ValueError, KeyError) as exc:
+        raise UsageError(str(exc).strip("'\"")) from None
+
+
+def _read_text(value: str, what: str) -> str:
+    if value == "-":
+        value = sys.stdin.read()
+    if not value.strip():
+        raise UsageError(f"the {what} is empty")
+    return value
+
+
+def publish(name: str, args: list, kwargs: dict, *, queue: str, priority: int,
+            limits: tuple[float, float] | None, recent: str = "task") -> str:
+    soft, hard = limits if limits else (None, None)
+    message = task_message(name, args, kwargs, queue=queue, priority=priority,
+                           time_limit=hard, soft_time_limit=soft)
+    b, r = broker(), backend()
+    resp.run_batches([(b, message.commands(b.db, sent_event=sent_event())),
+                      (r, remember(f"{recent}:{message.id}"))])
+    return message.id
+
+
+def remember(member: str, when: float | None = None) -> list[tuple]:
+    """Commands that add ``member`` to the recent list and keep it bounded."""
+    now = time.time()
+    return [("ZADD", C.RECENT_KEY, repr(float(when or now)), member),
+            ("ZREMRANGEBYRANK", C.RECENT_KEY, 0, -(C.RECENT_KEEP + 1)),
+            ("ZREMRANGEBYSCORE", C.RECENT_KEY, "-inf", repr(now - result_expires()))]
+
+
+def cmd_submit_query(a) -> int:
+    sql = _read_text(a.sql, "SQL")
+    kwargs: dict = {}
+    if a.params is not None:
+        import json
+
+        try:
+            params = json.loads(a.params)
+        except ValueError as exc:
+            raise UsageError(f"--params is not valid JSON ({exc}): {a.params!r}") from None
+        if not isinstance(params, (list, dict)):
+            raise UsageError(f"--params must be a JSON list or object, got {a.params!r}")
+        kwargs["params"] = params
+    if a.engine:
+        kwargs["engine"] = a.engine
+    if a.timeout is not None:
+        kwargs["timeout"] = a.timeout
+    if a.retries is not None:
+        kwargs["retries"] = _non_negative(a.retries, "--retries")
+    if a.max_inline_rows is not None:
+        kwargs["max_inline_rows"] = _non_negative(a.max_inline_rows, "--max-inline-rows")
+    limits = checked_timeout(a.timeout, "query")
+    task_id = publish(C.QUERY_TASK, [sql], kwargs, queue=a.queue or C.QUERY_QUEUE,
+                      priority=_priority(a.priority), limits=limits)
+    print(task_id)
+    return EXIT_OK
+
+
+def cmd_submit_agent(a) -> int:
+    prompt = _read_text(a.prompt, "prompt")
+    kwargs: dict = {}
+    if a.profile:
+        kwargs["profile"] = a.profile
+    if a.cwd:
+        kwargs["cwd"] = os.path.abspath(a.cwd)
+    if a.model:
+        kwargs["model"] = a.model
+    if a.max_turns is not None:
+        if a.max_turns <= 0:
+            raise UsageError(f"--max-turns must be at least 1, got {a.max_turns}")
+        kwargs["max_turns"] = a.max_turns
+    if a.allowed_tools is not None:
+        tools = [tool.strip() for tool in a.allowed_tools.split(",") if tool.strip()]
+        if not tools:
+            raise UsageError("--allowed-tools is empty; give a comma-separated list")
+        kwargs["allowed_tools"] = tools
+    if a.permission_mode:
+        kwargs["permission_mode"] = a.permission_mode
+    if a.append_system_prompt:
+        kwargs["append_system_prompt"] = a.append_system_prompt
+    if a.timeout is not None:
+        kwargs["timeout"] = a.timeout
+    if a.retries is not None:
+        kwargs["retries"] = _non_negative(a.retries, "--retries")
+    if a.queue and a.host:
+        raise UsageError("give --queue or --host, not both")
+    queue = C.host_queue(a.host) if a.host else a.queue or C.AGENT_QUEUE
+    limits = checked_timeout(a.timeout, "agent")
+    task_id = publish(C.AGENT_TASK, [prompt], kwargs, queue=queue,
+                      priority=_priority(a.priority), limits=limits)
+    print(task_id)
+    return EXIT_OK
+
+
+def cmd_submit_flow(a) -> int:
+    import json
+
+    try:
+        from celeryapp.flows import FlowSpecError, prepare
+    except ImportError as exc:
+        raise Failed(f"workflows are not available in this installation "
+                     f"(cannot import celeryapp.flows: {exc})") from None
+    spec = a.file
+    if spec == "-":
+        spec = sys.stdin.read()
+        if not spec.strip():
+            raise UsageError("the workflow on stdin is empty")
+        spec += "\n"  # text, not a path, for celeryapp.flowspec.load
+    elif not os.path.isfile(spec):
+        raise UsageError(f"workflow file not found: {spec}")
+    notify = None
+    if a.notify:
+        target = "webhook" if a.notify.startswith(("http://", "https://")) else "dir"
+        notify = {target: a.notify}
+    try:
+        flow_id, state = prepare(spec, notify=notify)
+    except FlowSpecError as exc:
+        raise UsageError(str(exc)) from None
+    r = backend()
+    commands = [("SET", C.FLOW_KEY.format(id=flow_id), json.dumps(state),
+                 "EX", result_expires(), "NX"),
+                *remember(f"flow:{flow_id}", state.get("created"))]
+    stored = resp.run_batches([(r, commands)])[0][0]
+    if stored is None:
+        raise Failed(f"workflow {flow_id} exists already")
+    message = task_message(FLOW_START_TASK, [flow_id], {}, queue=C.DEFAULT_QUEUE,
+                           priority=_priority(None))
+    b = broker()
+    resp.run_batches([(b, message.commands(b.db, sent_event=sent_event()))])
+    print(flow_id)
+    return EXIT_OK
+
+
+def _non_negative(value: int, option: str) -> int:
+    if value < 0:
+        raise UsageError(f"{option} must be >= 0, got {value}")
+    return value
