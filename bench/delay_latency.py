@@ -14,14 +14,20 @@ import time
 from .context import percentiles
 
 
-def _time_calls(call, n: int) -> list[float]:
-    for _ in range(min(200, n)):  # warm the connection pool and the code paths
-        call()
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
+def _time_interleaved(calls: dict, n: int, rounds: int = 10) -> dict[str, list[float]]:
+    """Time ``n`` calls of each in alternating blocks, so that drift in the machine's
+    speed during the run (a shared 2-core box) weighs on every side alike."""
+    for call in calls.values():  # warm the connection pool and the code paths
+        for _ in range(min(200, n)):
+            call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    block = max(1, n // rounds)
+    while any(len(s) < n for s in samples.values()):
+        for name, call in calls.items():
+            for _ in range(min(block, n - len(samples[name]))):
+                start = time.perf_counter()
+                call()
+                samples[name].append(time.perf_counter() - start)
     return samples
 
 
@@ -48,13 +54,11 @@ def run(ctx) -> dict:
     turbo_noop = ctx.task("turbo", "noop")
     from tasks.query import run_query
 
-    figures = {
-        "calls": n,
-        "plain": percentiles(_time_calls(plain_noop.delay, n), 1e6),
-        "turbo": percentiles(_time_calls(lambda: run_query.delay("SELECT 1"), n), 1e6),
-        "turbo_noop": percentiles(_time_calls(turbo_noop.delay, n), 1e6),
-        "unit": "µs",
-    }
+    samples = _time_interleaved({"plain": plain_noop.delay,
+                                 "turbo": lambda: run_query.delay("SELECT 1"),
+                                 "turbo_noop": turbo_noop.delay}, n)
+    figures = {"calls": n, "unit": "µs", "interleaved_blocks": 10,
+               **{name: percentiles(values, 1e6) for name, values in samples.items()}}
     from celeryapp.submit import apply_group
 
     size, repeats = (100, 1) if ctx.quick else (1000, 3)
