@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     visibility_margin: float = 600.0
     unacked_restore_interval: int = 10
     send_sent_event: bool = False
+    event_flush_delay: float = Field(default=0.1, ge=0)
 
     # --- limits and retries -------------------------------------------------
     query_timeout: float = C.DEFAULT_QUERY_TIMEOUT

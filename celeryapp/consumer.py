@@ -4,27 +4,28 @@ Celery already buffers task events (task-received/started/succeeded) into
 ``task.multi`` messages, but flushes the buffer on the very next turn of the
 event loop, so under load it still PUBLISHes about one message per event:
 three per task, a third of the worker's main process in the no-op benchmark.
-Here the flush waits :data:`EVENT_FLUSH_DELAY` (or until Celery's buffer limit
-of 24 events is reached), so a busy worker sends one message per ~24 events and
-an idle one still reports a task within a fraction of a second. Flower and
-``celery events`` read ``task.multi`` messages like single events.
+Here the flush waits ``TURBO_EVENT_FLUSH_DELAY`` (0.1 s; or until Celery's
+buffer limit of 24 events is reached), so a busy worker sends one message per
+~24 events and an idle one still reports a task within a fraction of a second.
+Flower and ``celery events`` read ``task.multi`` messages like single events.
+What is buffered when the worker shuts down is sent before it goes.
 """
 from __future__ import annotations
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-EVENT_FLUSH_DELAY = 0.1  # seconds an event may wait for others to share its message
+DEFAULT_FLUSH_DELAY = 0.1  # seconds an event may wait for others to share its message
 
 
 class Consumer(CeleryConsumer):
     _event_flush_timer = None
 
     def on_send_event_buffered(self):
-        if self.hub is None:
+        delay = self.app.conf.get("turbo_event_flush_delay", DEFAULT_FLUSH_DELAY)
+        if self.hub is None or not delay:
             return super().on_send_event_buffered()
         if self._event_flush_timer is None:
-            self._event_flush_timer = self.hub.call_later(EVENT_FLUSH_DELAY,
-                                                          self._flush_buffered_events)
+            self._event_flush_timer = self.hub.call_later(delay, self._flush_buffered_events)
 
     def _flush_buffered_events(self):
         self._event_flush_timer = None

@@ -54,8 +54,9 @@ def celery_config(settings: Settings) -> dict:
         # from its task-received event on, which is enough
         "task_send_sent_event": settings.send_sent_event,
         "worker_send_task_events": True,
-        # task events leave in batches of up to 24 per message, at most 0.1 s late
+        # task events leave in batches of up to 24 per message, at most this late
         "worker_consumer": "celeryapp.consumer:Consumer",
+        "turbo_event_flush_delay": settings.event_flush_delay,
         "broker_connection_retry_on_startup": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_queues": task_queues(),
