@@ -80,10 +80,7 @@ def cmd_submit_query(a) -> int:
         kwargs["params"] = params
     if a.engine:
         kwargs["engine"] = a.engine
-    if a.timeout is not None:
-        kwargs["timeout"] = a.timeout
-    if a.retries is not None:
-        kwargs["retries"] = _non_negative(a.retries, "--retries")
+    kwargs.update(_run_options(a))
     if a.max_inline_rows is not None:
         kwargs["max_inline_rows"] = _non_negative(a.max_inline_rows, "--max-inline-rows")
     limits = checked_timeout(a.timeout, "query")
@@ -115,10 +112,7 @@ def cmd_submit_agent(a) -> int:
         kwargs["permission_mode"] = a.permission_mode
     if a.append_system_prompt:
         kwargs["append_system_prompt"] = a.append_system_prompt
-    if a.timeout is not None:
-        kwargs["timeout"] = a.timeout
-    if a.retries is not None:
-        kwargs["retries"] = _non_negative(a.retries, "--retries")
+    kwargs.update(_run_options(a))
     if a.queue and a.host:
         raise UsageError("give --queue or --host, not both")
     queue = C.host_queue(a.host) if a.host else a.queue or C.AGENT_QUEUE
@@ -166,6 +160,16 @@ def cmd_submit_flow(a) -> int:
     resp.run_batches([(b, message.commands(b.db, sent_event=sent_event()))])
     print(flow_id)
     return EXIT_OK
+
+
+def _run_options(a) -> dict:
+    """--timeout and --retries, which query and agent runs share."""
+    options: dict = {}
+    if a.timeout is not None:
+        options["timeout"] = a.timeout
+    if a.retries is not None:
+        options["retries"] = _non_negative(a.retries, "--retries")
+    return options
 
 
 def _non_negative(value: int, option: str) -> int:
