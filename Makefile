@@ -9,12 +9,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: venv demo demo-down test bench clean browser-deps
 
+# editable_mode=compat puts the checkout on sys.path with a plain .pth line: the
+# default import-hook finder costs every Python start here ~25 ms (turbo, workers,
+# tests). Plain -e if a setuptools to come drops that mode.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	# editable_mode=compat puts the checkout on sys.path with a plain .pth line: the
-	# default import-hook finder costs every Python start here ~25 ms (turbo, workers,
-	# tests). Plain -e if a setuptools to come drops that mode.
 	$(PIP) install --quiet -e '.[dev]' --config-settings editable_mode=compat \
 		|| $(PIP) install --quiet -e '.[dev]'
 	@touch $(STAMP)
