@@ -20,7 +20,6 @@ leftovers of a run that was killed. Options and variables:
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import os
@@ -30,7 +29,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +41,7 @@ from rich.table import Table
 from . import demo_data
 from .config import get_settings, redact_url, reset_settings
 from .localredis import LocalRedis, free_port
+from .flower import FlowerProcess
 from .localworker import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,9 +204,7 @@ class Services:
     state: StateFile
     redis: LocalRedis | None = None
     workers: list[WorkerProcess] = field(default_factory=list)
-    flower: subprocess.Popen | None = None
-    flower_url: str = ""
-    flower_password: str = ""
+    flower: FlowerProcess | None = None
 
     def stop(self) -> None:
         started = time.monotonic()
@@ -216,7 +213,8 @@ class Services:
         if not names:
             return
         console.print(f"Stopping {', '.join(names)} ...")
-        _attempt(self._stop_flower)
+        if self.flower:
+            _attempt(self.flower.stop)
         for worker in self.workers:  # warm shutdown of both at once
             if worker.process and worker.process.poll() is None:
                 worker.process.terminate()
@@ -228,17 +226,6 @@ class Services:
         for line in leftovers:
             console.print(f"  [yellow]leftover {escape(line)}[/]")
         console.print(f"Stopped in {time.monotonic() - started:.1f} s.")
-
-    def _stop_flower(self) -> None:
-        if not self.flower or self.flower.poll() is not None:
-            return
-        self.flower.terminate()
-        try:
-            self.flower.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.flower.pid, signal.SIGKILL)
-            self.flower.wait(5)
-
 
 def _attempt(step: Callable[[], None]) -> None:
     """Run one shutdown step; a failure must not keep the next ones from running."""
@@ -291,46 +278,25 @@ def start_workers(services: Services, logs: Path) -> None:
 
 
 def start_flower(services: Services, logs: Path) -> None:
-    """Flower on a free port; the password goes through the environment, not argv."""
-    port = free_port()
-    password = secrets.token_urlsafe(12)
-    env = {**os.environ, "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{password}"}
-    command = [sys.executable, "-m", "celery", "-A", "celeryapp", "flower",
-               f"--port={port}", "--address=127.0.0.1"]
-    with open(logs / "flower.log", "ab") as log:
-        services.flower = subprocess.Popen(command, env=env, stdout=log,
-                                           stderr=subprocess.STDOUT, start_new_session=True)
-    services.state.track("flower", services.flower.pid, ["flower", f"--port={port}"])
-    services.flower_url = f"http://127.0.0.1:{port}"
-    services.flower_password = password
-
-
-def wait_for_flower(services: Services, logs: Path, timeout: float = 60.0) -> None:
-    """Flower is up when /healthcheck (never behind auth) answers."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if services.flower.poll() is not None:
-            tail = (logs / "flower.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"Flower exited with {services.flower.returncode}: {tail}")
-        try:
-            with urllib.request.urlopen(f"{services.flower_url}/healthcheck", timeout=1) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"Flower did not answer on {services.flower_url} in {timeout:.0f}s")
+    """Flower through the project's launcher (login required), on a free loopback port;
+    the password goes through the environment, not argv."""
+    port = free_port()  # also on the command line: `make demo-down` recognises it by that
+    services.flower = FlowerProcess(port=port, user=FLOWER_USER,
+                                    password=secrets.token_urlsafe(12),
+                                    logfile=logs / "flower.log",
+                                    extra_args=(f"--port={port}",)).launch()
+    services.state.track("flower", services.flower.process.pid,
+                         ["celeryapp.flower", f"--port={port}"])
 
 
 def flower_task_count(services: Services) -> dict[str, int] | None:
     """Task states Flower saw (from its REST API), or None if it cannot say."""
-    request = urllib.request.Request(f"{services.flower_url}/api/tasks")
-    token = f"{FLOWER_USER}:{services.flower_password}".encode()
-    request.add_header("Authorization", "Basic " + base64.b64encode(token).decode())
     try:
-        with urllib.request.urlopen(request, timeout=5) as reply:
-            tasks = json.load(reply)
+        status, body = services.flower.get("/api/tasks", timeout=5)
+        tasks = json.loads(body) if status == 200 else None
     except (OSError, ValueError):
+        return None
+    if not isinstance(tasks, dict):
         return None
     return _count_by(task.get("state", "?") for task in tasks.values())
 
@@ -637,9 +603,9 @@ def start_everything(services: Services, state_dir: Path, logs: Path,
         worker.wait_ready(app)
         console.print(f"{worker.name} ready (pid {worker.pid}, {WORKER_CONCURRENCY} processes, "
                       f"queues {WORKER_QUEUES}, log {_show(worker.logfile)})")
-    wait_for_flower(services, logs)
-    console.print(f"Flower dashboard: [bold]{services.flower_url}[/]  user [bold]{FLOWER_USER}[/]"
-                  f"  password [bold]{services.flower_password}[/]  (up while the demo runs; "
+    services.flower.wait_ready()
+    console.print(f"Flower dashboard: [bold]{services.flower.url}[/]  user [bold]{FLOWER_USER}[/]"
+                  f"  password [bold]{services.flower.password}[/]  (up while the demo runs; "
                   f"--keep leaves it up)")
     return db, time.monotonic() - started
 
@@ -687,8 +653,8 @@ def _summary(began: float, setup_s: float, sequential_s: float, submit_s: float,
 def _print_kept(services: Services) -> None:
     names = ", ".join(w.name for w in services.workers)
     console.print(f"[bold]--keep:[/] {'Redis, ' if services.redis else ''}{names} and Flower "
-                  f"keep running (Flower {services.flower_url}, user {FLOWER_USER}, password "
-                  f"{services.flower_password}); stop them with `make demo-down`. To use them:")
+                  f"keep running (Flower {services.flower.url}, user {FLOWER_USER}, password "
+                  f"{services.flower.password}); stop them with `make demo-down`. To use them:")
     for name in ("TURBO_BROKER_URL", "TURBO_RESULT_BACKEND", "TURBO_DUCKDB_PATH",
                  "TURBO_RESULTS_DIR"):
         if name in os.environ:

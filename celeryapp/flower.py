@@ -257,6 +257,12 @@ class FlowerProcess:
         return [sys.executable, "-m", "celery", "-A", "celeryapp", "flower", *self.extra_args]
 
     def start(self, timeout: float = 60.0) -> "FlowerProcess":
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def launch(self) -> "FlowerProcess":
+        """Start it without waiting (``wait_ready`` later): other work can go on meanwhile."""
         out = open(self.logfile, "ab") if self.logfile else subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(
@@ -265,7 +271,6 @@ class FlowerProcess:
         finally:
             if self.logfile:
                 out.close()
-        self.wait_ready(timeout)
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:

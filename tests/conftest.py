@@ -101,6 +101,16 @@ def broker_client(celery_app):
 
 
 @pytest.fixture
+def scratch_name(broker_client):
+    """A unique name for queues no worker consumes; every broker key holding it is
+    deleted afterwards."""
+    name = f"scratch-{uuid.uuid4().hex[:8]}"
+    yield name
+    for key in list(broker_client.scan_iter(match=f"*{name}*")):
+        broker_client.delete(key)
+
+
+@pytest.fixture
 def start_worker(celery_app, base_dir, request):
     """Factory: start a real worker with extra env; stopped after the test."""
     from celeryapp.localworker import WorkerProcess

@@ -1,8 +1,6 @@
 """Batched submission (celeryapp/submit.py): held back until the block ends, then all there."""
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from celery import chord, group
 
@@ -16,12 +14,9 @@ def queued(client, queue: str) -> int:
 
 
 @pytest.fixture
-def nobody_host(broker_client):
-    """A host queue no worker consumes, emptied afterwards."""
-    host = f"nobody-{uuid.uuid4().hex[:6]}"
-    yield host
-    for key in list(broker_client.scan_iter(match=f"{host_queue(host)}*")):
-        broker_client.delete(key)
+def nobody_host(scratch_name):
+    """A host whose queue no worker consumes, emptied afterwards."""
+    return scratch_name
 
 
 def test_batch_publishes_when_the_block_ends(celery_app, broker_client, nobody_host):

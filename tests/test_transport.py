@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 
 import pytest
 from kombu import Connection
@@ -17,11 +16,8 @@ TRANSPORT = "celeryapp.transport:Transport"
 
 
 @pytest.fixture
-def queue_name(broker_client):
-    name = f"transport-{uuid.uuid4().hex[:8]}"
-    yield name
-    for key in list(broker_client.scan_iter(match=f"*{name}*")):
-        broker_client.delete(key)
+def queue_name(scratch_name):
+    return scratch_name
 
 
 def connection(**options) -> Connection:
