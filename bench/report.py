@@ -99,7 +99,9 @@ def rows(figures: dict) -> list[tuple[str, str, str, str, str]]:
 
     f = figures.get("throughput")
     if f and "error" not in f:
-        add(f"no-op throughput, {f['tasks']:,} tasks, -c {f['concurrency']}, results stored",
+        rounds = f.get("rounds", 1)
+        add(f"no-op throughput, {f['tasks']:,} tasks, -c {f['concurrency']}, results stored"
+            + (f" (median of {rounds} alternating rounds)" if rounds > 1 else ""),
             f"{f['plain']['tasks_per_s']:.0f}/s ({f['plain']['wall_s']:.2f} s)",
             f"{f['turbo']['tasks_per_s']:.0f}/s ({f['turbo']['wall_s']:.2f} s) "
             f"= {f['ratio']:.2f}× plain", "≥ 3× plain", f["ratio"] >= 3)
