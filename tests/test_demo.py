@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from celeryapp import demo, demo_data
+from celeryapp import demo, demo_data, demo_state
 from celeryapp.config import reset_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,7 +183,7 @@ def test_stop_group_escalates_to_kill():
     stubborn = _sleeper("stubborn", ignore_term=True)
     try:
         time.sleep(0.3)  # the TERM handler is installed
-        assert demo.stop_group(stubborn.pid, timeout=0.5) == "killed (KILL)"
+        assert demo_state.stop_group(stubborn.pid, timeout=0.5) == "killed (KILL)"
         assert _wait_gone(stubborn, 5)
         assert stubborn.returncode == -signal.SIGKILL
     finally:
