@@ -94,4 +94,4 @@ from . import metrics as _metrics  # noqa: E402,F401  (agent cost and run counte
 from . import workerhooks  # noqa: E402,F401  (workflow progress, notices, recent list)
 from .flower import use_project_config  # noqa: E402
 
-use_project_config()  # `celery -A celeryapp flower` loads celeryapp/flowerconfig.py
+use_project_config(app)  # `celery -A celeryapp flower` loads celeryapp/flowerconfig.py

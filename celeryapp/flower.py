@@ -170,21 +170,53 @@ def _invoked_command() -> str | None:
     return None
 
 
-def use_project_config() -> None:
+def use_project_config(app=None) -> None:
     """Make ``celery -A celeryapp flower`` load celeryapp/flowerconfig.py.
 
-    Called when the app is built. In a Flower process with neither ``--conf`` nor
-    ``FLOWER_CONF``, set ``FLOWER_CONF`` to the project file: Flower reads that
-    variable after loading the app and before its own config file, so the login
-    check and the settings apply to the plain command too. Anywhere else: nothing.
+    Called when the app is built. In a Flower process: its Redis connections are
+    named :func:`client_name` (so :meth:`FlowerProcess.wait_ready` can tell when
+    its event receiver listens), and with neither ``--conf`` nor ``FLOWER_CONF``,
+    ``FLOWER_CONF`` is set to the project file: Flower reads that variable after
+    loading the app and before its own config file, so the login check and the
+    settings apply to the plain command too. Anywhere else: nothing.
     """
-    if os.environ.get("FLOWER_CONF"):
-        return
     if _invoked_command() != "flower":
+        return
+    if app is not None and (app.conf.broker_url or "").startswith(("redis", "rediss")):
+        options = dict(app.conf.broker_transport_options or {})
+        options.setdefault("client_name", client_name(os.getpid()))
+        app.conf.broker_transport_options = options
+    if os.environ.get("FLOWER_CONF"):
         return
     if any(arg == "--conf" or arg.startswith("--conf=") for arg in sys.argv[1:]):
         return
     os.environ["FLOWER_CONF"] = str(CONFIG_FILE)
+
+
+def client_name(pid: int) -> str:
+    """The name a Flower process gives its Redis connections (``CLIENT LIST``)."""
+    return f"turbo-flower-{pid}"
+
+
+def events_subscribed(pid: int) -> bool:
+    """Whether Flower ``pid`` has subscribed to the event channels on the broker.
+
+    True as well where that cannot be told (not Redis, or CLIENT LIST refused).
+    """
+    from redis.exceptions import ResponseError
+
+    from celeryapp import app
+
+    if not (app.conf.broker_url or "").startswith(("redis", "rediss")):
+        return True
+    try:
+        with app.connection_for_read() as connection:
+            with connection.default_channel.conn_or_acquire() as client:
+                clients = client.client_list()
+    except ResponseError:  # e.g. an ACL user without CLIENT
+        return True
+    return any(c.get("name") == client_name(pid)
+               and (int(c.get("psub", 0)) > 0 or int(c.get("sub", 0)) > 0) for c in clients)
 
 
 def command(argv: list[str]) -> list[str]:
@@ -274,8 +306,18 @@ class FlowerProcess:
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Ready when /healthcheck (never behind the login) answers."""
+        """Ready when /healthcheck (never behind the login) answers and the event
+        receiver listens: Flower answers HTTP before that, and events sent in between
+        would never reach it."""
         deadline = time.monotonic() + timeout
+        self._wait_healthy(deadline, timeout)
+        while not events_subscribed(self.process.pid):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise TimeoutError(f"Flower did not listen for events in {timeout:.0f}s: "
+                                   f"{self.log_tail()}")
+            time.sleep(0.1)
+
+    def _wait_healthy(self, deadline: float, timeout: float) -> None:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"Flower exited with {self.process.returncode}: "

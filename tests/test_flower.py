@@ -206,6 +206,22 @@ def test_metrics_and_healthcheck_open(flower):
     assert b"flower_events_total" in body or b"# HELP" in body
 
 
+def test_ready_flower_sees_the_very_next_task(new_flower, celery_app, shared_worker):
+    """Once started, Flower misses nothing: wait_ready also waits for its event receiver
+    (its named Redis connection subscribed), not only for /healthcheck."""
+    from celeryapp.flower import client_name, events_subscribed
+    from tasks.query import run_query
+
+    flower = new_flower()
+    assert events_subscribed(flower.process.pid)
+    names = [c.get("name") for c in celery_app.backend.client.client_list()]
+    assert client_name(flower.process.pid) in names
+    assert not events_subscribed(os.getpid())  # nobody else goes by Flower's name
+    result = run_query.delay("SELECT 7 AS n")
+    result.get(timeout=60)
+    wait_for(lambda: task_state(flower, result.id) == "SUCCESS", 15, "the task in Flower")
+
+
 def test_state_saved_periodically(flower, celery_app, shared_worker, new_flower):
     """The state file appears after the save interval and survives a SIGKILL."""
     from tasks.query import run_query
