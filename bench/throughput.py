@@ -55,7 +55,8 @@ def once(ctx, side: str, n: int, concurrency: int, off: tuple[str, ...] = (),
             "per_task_ms": wall / n * 1000}
 
 
-def _median_of_rounds(ctx, rounds: int, n: int, concurrency: int, **kwargs) -> dict:
+def _median_of_rounds(ctx, rounds: int, n: int, concurrency: int, submit_for=None,
+                      suffix: str = "") -> dict:
     """Both sides ``rounds`` times, alternating, so that the machine's drift weighs on
     both alike; each side's figures are its median round, with every round kept."""
     from .context import median
@@ -63,9 +64,9 @@ def _median_of_rounds(ctx, rounds: int, n: int, concurrency: int, **kwargs) -> d
     runs: dict[str, list[dict]] = {"plain": [], "turbo": []}
     for _ in range(rounds):
         for side in runs:
-            label = f"{side}{kwargs.get('suffix', '')}"
-            submit = kwargs["submit"](side) if "submit" in kwargs else _submit_one_by_one
-            runs[side].append(once(ctx, side, n, concurrency, label=label, submit=submit))
+            submit = submit_for(side) if submit_for else _submit_one_by_one
+            runs[side].append(once(ctx, side, n, concurrency, label=side + suffix,
+                                   submit=submit))
     figures: dict = {}
     for side, results in runs.items():
         middle = median([r["tasks_per_s"] for r in results])
@@ -85,7 +86,7 @@ def run(ctx) -> dict:
     figures: dict = {"tasks": n, "concurrency": concurrency, "rounds": rounds,
                      **_median_of_rounds(ctx, rounds, n, concurrency)}
     figures["as_group"] = _median_of_rounds(ctx, rounds, n, concurrency,
-                                            submit=_submit_as_group, suffix=" as a group")
+                                            submit_for=_submit_as_group, suffix=" as a group")
     ctx.say(f"throughput: turbo/plain {figures['ratio']:.2f} (rounds "
             f"{figures['round_ratios']}), as a group {figures['as_group']['ratio']:.2f} "
             f"(rounds {figures['as_group']['round_ratios']})")

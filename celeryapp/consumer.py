@@ -20,11 +20,13 @@ DEFAULT_FLUSH_DELAY = 0.1  # seconds an event may wait for others to share its m
 class Consumer(CeleryConsumer):
     _event_flush_timer = None
 
-    def on_send_event_buffered(self):  # once per event: the setting is read once
-        delay = self.__dict__.get("_event_flush_delay")
-        if delay is None:
-            delay = self._event_flush_delay = self.app.conf.get("turbo_event_flush_delay",
-                                                                DEFAULT_FLUSH_DELAY)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._event_flush_delay = self.app.conf.get("turbo_event_flush_delay",
+                                                    DEFAULT_FLUSH_DELAY)
+
+    def on_send_event_buffered(self):
+        delay = self._event_flush_delay
         if self.hub is None or not delay:
             return super().on_send_event_buffered()
         if self._event_flush_timer is None:

@@ -6,6 +6,7 @@ from celery import Celery
 from . import backend
 from .config import PRIORITIES, Settings, get_settings
 from .routing import DEFAULT_QUEUE, PRIORITY_STEPS, TASK_ROUTES, task_queues
+from .urls import is_redis
 
 
 def celery_config(settings: Settings) -> dict:
@@ -23,7 +24,7 @@ def celery_config(settings: Settings) -> dict:
         "unacked_restore_throttle": 1,
     }
     ssl_options = settings.redis_ssl_options()
-    redis_broker = settings.broker.startswith(("redis://", "rediss://"))
+    redis_broker = is_redis(settings.broker)
     return {
         "broker_url": settings.broker,
         # same URLs, kombu's Redis transport minus a client object per publish

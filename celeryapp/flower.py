@@ -36,6 +36,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .urls import is_redis
+
 CONFIG_FILE = Path(__file__).resolve().with_name("flowerconfig.py")
 EXIT_CONFIG = 2
 PROG = "agent-turbo flower"
@@ -182,7 +184,7 @@ def use_project_config(app=None) -> None:
     """
     if _invoked_command() != "flower":
         return
-    if app is not None and (app.conf.broker_url or "").startswith(("redis", "rediss")):
+    if app is not None and is_redis(app.conf.broker_url):
         options = dict(app.conf.broker_transport_options or {})
         options.setdefault("client_name", client_name(os.getpid()))
         app.conf.broker_transport_options = options
@@ -207,7 +209,7 @@ def events_subscribed(pid: int) -> bool:
 
     from celeryapp import app
 
-    if not (app.conf.broker_url or "").startswith(("redis", "rediss")):
+    if not is_redis(app.conf.broker_url):
         return True
     try:
         with app.connection_for_read() as connection:

@@ -37,13 +37,7 @@ return 1
 
 class QoS(kombu_redis.QoS):
     def _script(self, lua: str, *args) -> None:
-        channel = self.channel
-        scripts = channel.__dict__.setdefault("_unacked_scripts", {})
-        with channel.conn_or_acquire() as client:
-            script = scripts.get(lua)
-            if script is None or script.registered_client is not client:
-                script = scripts[lua] = client.register_script(lua)
-            script(keys=[self.unacked_index_key, self.unacked_key], args=args)
+        self.channel.run_script(lua, [self.unacked_index_key, self.unacked_key], args)
 
     def append(self, message, delivery_tag):
         if self.channel.global_keyprefix:
@@ -69,6 +63,8 @@ class QoS(kombu_redis.QoS):
 class Channel(kombu_redis.Channel):
     QoS = QoS
     _shared_client = None
+    _scripts_client = None
+    _scripts: dict | None = None
 
     @contextmanager
     def conn_or_acquire(self, client=None):
@@ -79,6 +75,16 @@ class Channel(kombu_redis.Channel):
         if shared is None or shared.connection_pool is not self.pool:
             shared = self._shared_client = self._create_client()
         yield shared
+
+    def run_script(self, lua: str, keys: list, args) -> None:
+        """EVALSHA on the shared client; redis-py loads the script when Redis lacks it."""
+        with self.conn_or_acquire() as client:
+            if self._scripts_client is not client:  # a new client (new pool): afresh
+                self._scripts, self._scripts_client = {}, client
+            script = self._scripts.get(lua)
+            if script is None:
+                script = self._scripts[lua] = client.register_script(lua)
+            script(keys=keys, args=args)
 
 
 class Transport(kombu_redis.Transport):

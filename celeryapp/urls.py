@@ -4,6 +4,11 @@ from __future__ import annotations
 from urllib.parse import quote, urlsplit, urlunsplit
 
 
+def is_redis(url: str | None) -> bool:
+    """Whether ``url`` names a Redis server (``redis://`` or ``rediss://``)."""
+    return (url or "").startswith(("redis://", "rediss://"))
+
+
 def with_password(url: str, password: str | None) -> str:
     """Put ``password`` into a redis URL that does not carry one already."""
     if not password:
