@@ -21,9 +21,12 @@ from bench import turbo_tasks  # noqa: F401  (the bench tasks)
 from celeryapp import app
 
 KNOWN = ("events", "started", "acks_late")
+# not costs but settings tried by hand (not part of --ablate): a larger prefetch window
+SETTINGS = {"prefetch4": 4, "prefetch16": 16}
 OFF = {name for name in os.environ.get("BENCH_TURBO_OFF", "").split(",") if name}
-if OFF - set(KNOWN):
-    raise ValueError(f"BENCH_TURBO_OFF: unknown {sorted(OFF - set(KNOWN))}; use {KNOWN}")
+if OFF - set(KNOWN) - set(SETTINGS):
+    raise ValueError(f"BENCH_TURBO_OFF: unknown {sorted(OFF - set(KNOWN) - set(SETTINGS))}; "
+                     f"use {KNOWN + tuple(SETTINGS)}")
 
 task_settings: dict = {}
 if "events" in OFF:
@@ -35,6 +38,8 @@ if "acks_late" in OFF:
     app.conf.task_acks_late = False
     app.conf.worker_prefetch_multiplier = 4
     task_settings["acks_late"] = False
+for name in OFF & set(SETTINGS):
+    app.conf.worker_prefetch_multiplier = SETTINGS[name]
 if task_settings:
     app.loader.import_default_modules()
     for task in app.tasks.values():  # task options were read from the config at bind time

@@ -1,63 +1,125 @@
-"""kombu's Redis transport, minus two per-message costs; the semantics are kombu's.
+"""kombu's Redis transport, minus per-message round trips; the semantics are kombu's.
 
 * One reusable redis-py client per channel. kombu builds a new ``redis.Redis``
   object for every publish that is not given a client (``conn_or_acquire``):
   with redis-py 8 that costs ~100 µs, as much as the LPUSH itself. A client over
   the channel's connection pool is thread-safe and fork-safe (the pool resets
   itself in a child), so keep one and rebuild it only when the pool changes.
-* The unacked bookkeeping of each message - recorded when it is delivered,
-  removed when it is acked - is one Lua script each instead of a MULTI/EXEC
-  transaction of four commands: the same keys, values and atomicity, a third of
-  the worker main process's CPU per task before. (With a ``global_keyprefix``,
-  which kombu's client applies to one EVALSHA key only, kombu's own code runs.)
+* Messages are fetched in batches: ``BLMPOP ... COUNT n`` (Redis >= 7) takes as
+  many as the prefetch window allows in one round trip where kombu's ``BRPOP``
+  takes one, from the same keys in the same order (priorities, round robin).
+* The unacked bookkeeping - recorded when a message is delivered, removed when it
+  is acked - is one Lua script per batch instead of a MULTI/EXEC transaction of
+  four commands per message: the same keys, values and atomicity. A batch is
+  recorded before any of its messages is delivered, so an ack can never precede
+  its record. Acks made in the event loop's thread are sent together at the loop's
+  next tick (before it polls again); acks from other threads, and every ack when
+  there is no event loop, are sent at once. A worker killed with acks still
+  pending sees those tasks again after the visibility timeout, as it would if it
+  died just before acking them: at-least-once, as before.
 
-Visibility timeout, restoring unacked messages, priorities and fanout are kombu's.
+With a ``global_keyprefix`` (kombu's client applies it to one EVALSHA key only) or
+a Redis older than 7.0, kombu's own code runs. Visibility timeout, restoring
+unacked messages, priorities and fanout are kombu's.
 """
 from __future__ import annotations
 
+import threading
+from queue import Empty
 from contextlib import contextmanager
-from time import time
+from time import monotonic, time
 
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
-from kombu.utils.json import dumps
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
 
 # KEYS: unacked index (sorted set by delivery time), unacked (hash of tag -> message)
+# ARGV: time, then tag and record of each message
 RECORD_UNACKED = """
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+for i = 2, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+end
 return 1
 """
+# ARGV: the tags
 FORGET_UNACKED = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[1], unpack(ARGV))
+redis.call('HDEL', KEYS[2], unpack(ARGV))
 return 1
 """
+FETCH_CAP = 64  # messages per fetch when the consumer sets no prefetch limit
+LUA_UNPACK_CAP = 4096  # unpack() has a stack limit: larger ack batches are split
+
+
+def unacked_record(raw: str, payload: dict) -> str:
+    """kombu's unacked value, ``dumps([payload, exchange, routing_key])``, without
+    serialising the payload again: ``raw`` is its JSON as it came from the queue."""
+    info = payload["properties"]["delivery_info"]
+    return f"[{raw}, {dumps(info['exchange'])}, {dumps(info['routing_key'])}]"
 
 
 class QoS(kombu_redis.QoS):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._recorded: set = set()  # delivered in a batch whose record is written
+        self._pending_acks: list = []  # acked in the loop's thread, not yet sent
+
     def _script(self, lua: str, *args) -> None:
         self.channel.run_script(lua, [self.unacked_index_key, self.unacked_key], args)
+
+    def record_batch(self, entries: list[tuple[str, str]]) -> None:
+        """Record ``(tag, record)`` pairs as unacked, one round trip for all; their
+        ``append`` then writes nothing more."""
+        self._write_records(entries)
+        self._recorded.update(tag for tag, _ in entries)
+
+    def _write_records(self, entries: list[tuple[str, str]]) -> None:
+        args: list = [time()]
+        for tag, record in entries:
+            args += (tag, record)
+        self._script(RECORD_UNACKED, *args)
 
     def append(self, message, delivery_tag):
         if self.channel.global_keyprefix:
             return super().append(message, delivery_tag)
-        delivery = message.delivery_info
-        self._script(RECORD_UNACKED, time(), delivery_tag,
-                     dumps([message._raw, delivery["exchange"], delivery["routing_key"]]))
+        if delivery_tag in self._recorded:
+            self._recorded.discard(delivery_tag)
+        else:  # delivered one by one (kombu's BRPOP path, basic_get)
+            delivery = message.delivery_info
+            self._write_records([(delivery_tag, dumps(
+                [message._raw, delivery["exchange"], delivery["routing_key"]]))])
         virtual.QoS.append(self, message, delivery_tag)
+
+    def _forget(self, delivery_tag) -> None:
+        if self.channel.defers_acks():
+            self._pending_acks.append(delivery_tag)
+        else:
+            self._script(FORGET_UNACKED, delivery_tag)
+
+    def flush_acks(self) -> None:
+        """Send the acks gathered during this turn of the event loop."""
+        while self._pending_acks:
+            tags = self._pending_acks[:LUA_UNPACK_CAP]
+            self._script(FORGET_UNACKED, *tags)
+            del self._pending_acks[:len(tags)]
 
     def ack(self, delivery_tag):
         if self.channel.global_keyprefix:
             return super().ack(delivery_tag)
-        self._script(FORGET_UNACKED, delivery_tag)
+        self._forget(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
 
     def reject(self, delivery_tag, requeue=False):
         if requeue or self.channel.global_keyprefix:
             return super().reject(delivery_tag, requeue=requeue)
-        self._script(FORGET_UNACKED, delivery_tag)
+        self._forget(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
+
+    def restore_unacked(self, client=None):
+        self.flush_acks()
+        return super().restore_unacked(client)
 
 
 class Channel(kombu_redis.Channel):
@@ -65,6 +127,7 @@ class Channel(kombu_redis.Channel):
     _shared_client = None
     _scripts_client = None
     _scripts: dict | None = None
+    _batch_fetch: bool | None = None  # BLMPOP usable? decided at the first fetch
 
     @contextmanager
     def conn_or_acquire(self, client=None):
@@ -86,6 +149,95 @@ class Channel(kombu_redis.Channel):
                 script = self._scripts[lua] = client.register_script(lua)
             script(keys=keys, args=args)
 
+    def defers_acks(self) -> bool:
+        return self.connection.loop_thread == threading.get_ident()
+
+    def _uses_batch_fetch(self) -> bool:
+        if self._batch_fetch is None:
+            if self.global_keyprefix:
+                self._batch_fetch = False
+            else:
+                with self.conn_or_acquire() as client:
+                    version = client.info("server").get("redis_version", "0")
+                self._batch_fetch = int(str(version).split(".")[0]) >= 7
+        return self._batch_fetch
+
+    def _fetch_count(self) -> int:
+        room = self.qos.can_consume_max_estimate()
+        return FETCH_CAP if room is None else max(1, min(room, FETCH_CAP))
+
+    def _brpop_start(self, timeout=None):
+        if not self._uses_batch_fetch():
+            return super()._brpop_start(timeout)
+        if timeout is None:
+            timeout = self.brpop_timeout
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps
+                for queue in queues]
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()
+        self.client.connection.send_command("BLMPOP", timeout or 0, len(keys), *keys,
+                                            "RIGHT", "COUNT", self._fetch_count())
+
+    def _brpop_read(self, **options):
+        if not self._uses_batch_fetch():
+            return super()._brpop_read(**options)
+        try:
+            try:
+                reply = self.client.parse_response(self.client.connection, "BLMPOP",
+                                                   **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()  # the next poll reconnects
+                raise
+            if not reply:
+                raise Empty()
+            key, items = reply
+            dest = bytes_to_str(key).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)
+            self._deliver_batch([bytes_to_str(item) for item in items], dest)
+            return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+
+    def _deliver_batch(self, raws: list[str], dest: str) -> None:
+        """Record the batch as unacked, then deliver each message; one message whose
+        consumer raises does not keep the rest of the batch from being delivered."""
+        payloads = [loads(raw) for raw in raws]
+        self.qos.record_batch([(payload["properties"]["delivery_tag"],
+                                unacked_record(raw, payload))
+                               for raw, payload in zip(raws, payloads)])
+        failure = None
+        for payload in payloads:
+            try:
+                self.connection._deliver(payload, dest)
+            except Exception as exc:  # noqa: BLE001 - re-raised below
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def close(self):
+        if not self.closed and not self.global_keyprefix:
+            try:
+                self.qos.flush_acks()
+            except self.connection_errors:
+                pass  # unsent acks: those tasks come back after the visibility timeout
+        super().close()
+
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+    loop_thread: int | None = None  # the thread of the event loop we are registered with
+
+    def register_with_event_loop(self, connection, loop):
+        super().register_with_event_loop(connection, loop)
+        self.loop_thread = threading.get_ident()
+        loop.on_tick.add(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        for channel in self.channels:
+            qos = channel._qos
+            if qos is not None and qos._pending_acks:
+                qos.flush_acks()

@@ -87,3 +87,120 @@ def test_global_keyprefix_keeps_kombus_own_path(broker_client, queue_name):
         message.ack()
         assert message.delivery_tag not in unacked(broker_client, "pfx:")[1]
         queue.close()
+
+
+def consume(conn, queue_name: str, prefetch: int, on_message) -> tuple:
+    from kombu import Consumer, Queue
+
+    channel = conn.channel()
+    consumer = Consumer(channel, [Queue(queue_name, routing_key=queue_name)],
+                        callbacks=[on_message], prefetch_count=prefetch, accept=["json"])
+    consumer.consume()
+    return channel, consumer
+
+
+def publish(conn, queue_name: str, count: int) -> None:
+    from kombu import Queue
+
+    with conn.Producer() as producer:
+        for n in range(count):
+            producer.publish({"n": n}, routing_key=queue_name,
+                             declare=[Queue(queue_name, routing_key=queue_name)])
+
+
+def test_one_fetch_takes_the_whole_prefetch_window_and_records_it_first(broker_client,
+                                                                       queue_name):
+    """kombu's BRPOP delivers one message per poll; BLMPOP takes what the window allows."""
+    got, batch = [], {"size": 5}
+
+    def on_message(body, message):
+        # the whole batch is recorded before the first message is handed over
+        assert len(unacked(broker_client)[1]) == batch["size"]
+        got.append(message)
+
+    with connection() as conn:
+        publish(conn, queue_name, 7)
+        channel, consumer = consume(conn, queue_name, prefetch=5, on_message=on_message)
+        conn.drain_events(timeout=5)
+        assert [m.payload["n"] for m in got] == [0, 1, 2, 3, 4]
+        assert sorted(unacked(broker_client)[1]) == sorted(m.delivery_tag for m in got)
+        for message in got:
+            message.ack()
+        assert unacked(broker_client) == ({}, [])
+        batch["size"] = 2
+        conn.drain_events(timeout=5)
+        assert [m.payload["n"] for m in got[5:]] == [5, 6]
+        for message in got[5:]:
+            message.ack()
+        consumer.cancel()
+        channel.close()
+
+
+def test_a_failing_consumer_does_not_strand_the_rest_of_its_batch(broker_client, queue_name):
+    got = []
+
+    def on_message(body, message):
+        if body["n"] == 1:
+            raise RuntimeError("consumer failed on message 1")
+        got.append(message)
+
+    with connection() as conn:
+        publish(conn, queue_name, 3)
+        channel, consumer = consume(conn, queue_name, prefetch=3, on_message=on_message)
+        with pytest.raises(RuntimeError, match="message 1"):
+            conn.drain_events(timeout=5)
+        assert [m.payload["n"] for m in got] == [0, 2]
+        for message in got:
+            message.ack()
+        consumer.cancel()
+        channel.close()  # message 1 is restored to its queue, as kombu does on close
+        assert broker_client.llen(queue_name) == 1
+
+
+def test_acks_in_the_event_loop_thread_go_together_at_the_next_tick(broker_client, queue_name):
+    import threading
+
+    from kombu.asynchronous import Hub
+
+    got = []
+    with connection() as conn:
+        publish(conn, queue_name, 3)
+        channel, consumer = consume(conn, queue_name, prefetch=3,
+                                    on_message=lambda body, message: got.append(message))
+        conn.drain_events(timeout=5)
+        hub = Hub()
+        conn.transport.register_with_event_loop(conn.connection, hub)
+        assert conn.transport._flush_acks in hub.on_tick
+        got[0].ack()
+        got[1].ack()
+        assert len(unacked(broker_client)[1]) == 3  # waiting for the tick
+        other = threading.Thread(target=got[2].ack)  # another thread: sent at once
+        other.start()
+        other.join()
+        assert len(unacked(broker_client)[1]) == 2
+        conn.transport._flush_acks()
+        assert unacked(broker_client) == ({}, [])
+        consumer.cancel()
+        channel.close()
+        hub.close()
+
+
+def test_closing_the_channel_sends_acks_still_pending(broker_client, queue_name):
+    from kombu.asynchronous import Hub
+
+    got = []
+    with connection() as conn:
+        publish(conn, queue_name, 2)
+        channel, consumer = consume(conn, queue_name, prefetch=2,
+                                    on_message=lambda body, message: got.append(message))
+        conn.drain_events(timeout=5)
+        hub = Hub()
+        conn.transport.register_with_event_loop(conn.connection, hub)
+        for message in got:
+            message.ack()
+        assert len(unacked(broker_client)[1]) == 2
+        consumer.cancel()
+        channel.close()
+        assert unacked(broker_client) == ({}, [])
+        assert broker_client.llen(queue_name) == 0  # acked, so not restored on close
+        hub.close()
