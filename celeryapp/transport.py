@@ -18,8 +18,9 @@
   pending sees those tasks again after the visibility timeout, as it would if it
   died just before acking them: at-least-once, as before.
 
-With a ``global_keyprefix`` (kombu's client applies it to one EVALSHA key only) or
-a Redis older than 7.0, kombu's own code runs. Visibility timeout, restoring
+With a ``global_keyprefix`` (kombu's client applies it to one EVALSHA key only),
+kombu's own code runs; on a Redis that refuses BLMPOP (older than 7.0, or an ACL
+without it), kombu's one-message BRPOP fetch. Visibility timeout, restoring
 unacked messages, priorities and fanout are kombu's.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from queue import Empty
 from contextlib import contextmanager
 from time import monotonic, time
 
+from kombu.log import get_logger
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
@@ -49,8 +51,15 @@ redis.call('ZREM', KEYS[1], unpack(ARGV))
 redis.call('HDEL', KEYS[2], unpack(ARGV))
 return 1
 """
+logger = get_logger(__name__)
 FETCH_CAP = 64  # messages per fetch when the consumer sets no prefetch limit
 LUA_UNPACK_CAP = 4096  # unpack() has a stack limit: larger ack batches are split
+
+
+def _refused_command(exc: Exception) -> bool:
+    """Redis < 7 does not know BLMPOP; an ACL may not allow it."""
+    text = str(exc).lower()
+    return "unknown command" in text or "noperm" in text or "no permissions" in text
 
 
 def unacked_record(raw: str, payload: dict) -> str:
@@ -153,13 +162,10 @@ class Channel(kombu_redis.Channel):
         return self.connection.loop_thread == threading.get_ident()
 
     def _uses_batch_fetch(self) -> bool:
+        # BLMPOP until Redis refuses it (older than 7.0, or an ACL without it); no INFO
+        # call to find out, since production ACLs deny INFO (@dangerous)
         if self._batch_fetch is None:
-            if self.global_keyprefix:
-                self._batch_fetch = False
-            else:
-                with self.conn_or_acquire() as client:
-                    version = client.info("server").get("redis_version", "0")
-                self._batch_fetch = int(str(version).split(".")[0]) >= 7
+            self._batch_fetch = not self.global_keyprefix
         return self._batch_fetch
 
     def _fetch_count(self) -> int:
@@ -191,6 +197,13 @@ class Channel(kombu_redis.Channel):
             except self.connection_errors:
                 self.client.connection.disconnect()  # the next poll reconnects
                 raise
+            except self.ResponseError as exc:
+                if not _refused_command(exc):
+                    raise
+                logger.warning("Redis refused BLMPOP (%s): fetching one message at a "
+                               "time with BRPOP", exc)
+                self._batch_fetch = False
+                raise Empty() from None
             if not reply:
                 raise Empty()
             key, items = reply

@@ -30,6 +30,16 @@ def unacked(client, prefix: str = "") -> tuple[dict, list]:
             [tag.decode() for tag in client.zrange(f"{prefix}unacked_index", 0, -1)])
 
 
+def unacked_of(client, queue_name: str) -> set[str]:
+    """Tags recorded as unacked for messages routed to ``queue_name`` (the test Redis
+    is shared: other tests' workers leave their own records)."""
+    records, index = unacked(client)
+    mine = {tag.decode() for tag, record in records.items()
+            if json.loads(record)[2] == queue_name}
+    assert mine <= set(index)
+    return mine
+
+
 def test_delivered_message_is_recorded_as_kombu_does_and_ack_removes_it(broker_client,
                                                                        queue_name):
     with connection() as conn:
@@ -115,7 +125,7 @@ def test_one_fetch_takes_the_whole_prefetch_window_and_records_it_first(broker_c
 
     def on_message(body, message):
         # the whole batch is recorded before the first message is handed over
-        assert len(unacked(broker_client)[1]) == batch["size"]
+        assert len(unacked_of(broker_client, queue_name)) == batch["size"]
         got.append(message)
 
     with connection() as conn:
@@ -123,10 +133,10 @@ def test_one_fetch_takes_the_whole_prefetch_window_and_records_it_first(broker_c
         channel, consumer = consume(conn, queue_name, prefetch=5, on_message=on_message)
         conn.drain_events(timeout=5)
         assert [m.payload["n"] for m in got] == [0, 1, 2, 3, 4]
-        assert sorted(unacked(broker_client)[1]) == sorted(m.delivery_tag for m in got)
+        assert unacked_of(broker_client, queue_name) == {m.delivery_tag for m in got}
         for message in got:
             message.ack()
-        assert unacked(broker_client) == ({}, [])
+        assert unacked_of(broker_client, queue_name) == set()
         batch["size"] = 2
         conn.drain_events(timeout=5)
         assert [m.payload["n"] for m in got[5:]] == [5, 6]
@@ -173,13 +183,13 @@ def test_acks_in_the_event_loop_thread_go_together_at_the_next_tick(broker_clien
         assert conn.transport._flush_acks in hub.on_tick
         got[0].ack()
         got[1].ack()
-        assert len(unacked(broker_client)[1]) == 3  # waiting for the tick
+        assert len(unacked_of(broker_client, queue_name)) == 3  # waiting for the tick
         other = threading.Thread(target=got[2].ack)  # another thread: sent at once
         other.start()
         other.join()
-        assert len(unacked(broker_client)[1]) == 2
+        assert len(unacked_of(broker_client, queue_name)) == 2
         conn.transport._flush_acks()
-        assert unacked(broker_client) == ({}, [])
+        assert unacked_of(broker_client, queue_name) == set()
         consumer.cancel()
         channel.close()
         hub.close()
@@ -198,9 +208,59 @@ def test_closing_the_channel_sends_acks_still_pending(broker_client, queue_name)
         conn.transport.register_with_event_loop(conn.connection, hub)
         for message in got:
             message.ack()
-        assert len(unacked(broker_client)[1]) == 2
+        assert len(unacked_of(broker_client, queue_name)) == 2
         consumer.cancel()
         channel.close()
-        assert unacked(broker_client) == ({}, [])
+        assert unacked_of(broker_client, queue_name) == set()
         assert broker_client.llen(queue_name) == 0  # acked, so not restored on close
         hub.close()
+
+
+def test_a_redis_that_refuses_blmpop_is_read_one_message_at_a_time(broker_client, queue_name):
+    """Redis < 7 or an ACL without BLMPOP: kombu's BRPOP, nothing lost on the way."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    user, password = f"nobl-{queue_name}", "nobl-password"
+    broker_client.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["*"],
+                              channels=["*"], commands=["+@all", "-blmpop"])
+    url = urlsplit(os.environ["TURBO_BROKER_URL"])
+    netloc = f"{user}:{password}@{url.hostname}:{url.port}"
+    got = []
+    try:
+        with Connection(urlunsplit(url._replace(netloc=netloc)), transport=TRANSPORT) as conn:
+            publish(conn, queue_name, 3)
+            channel, consumer = consume(conn, queue_name, prefetch=3,
+                                        on_message=lambda body, message: got.append(message))
+            for _ in range(4):  # the refusal, then one message per poll
+                conn.drain_events(timeout=5) if len(got) < 3 else None
+            assert [m.payload["n"] for m in got] == [0, 1, 2]
+            assert channel._batch_fetch is False
+            assert unacked_of(broker_client, queue_name) == {m.delivery_tag for m in got}
+            for message in got:
+                message.ack()
+            assert unacked_of(broker_client, queue_name) == set()
+            consumer.cancel()
+            channel.close()
+    finally:
+        broker_client.acl_deluser(user)
+
+
+def test_a_worker_leaves_no_unacked_record_behind(start_worker, broker_client, queue_name):
+    """A real worker: batched fetches and acks sent at the loop's next tick; once the
+    results are in, every record is gone, and a warm stop leaves none either."""
+    import time
+
+    from tasks.query import run_query
+
+    worker = start_worker(queues=queue_name, concurrency=2)
+    results = [run_query.delay(f"SELECT {n}", queue=queue_name) for n in range(40)]
+    assert [r.get(timeout=60)["rows"] for r in results] == [[[n]] for n in range(40)]
+    deadline = time.monotonic() + 10
+    while unacked_of(broker_client, queue_name):
+        assert time.monotonic() < deadline, "acks not sent within 10 s of the results"
+        time.sleep(0.05)
+    late = [run_query.delay(f"SELECT {n}", queue=queue_name) for n in range(10)]
+    [r.get(timeout=60) for r in late]
+    worker.stop()
+    assert unacked_of(broker_client, queue_name) == set()
+    assert broker_client.llen(queue_name) == 0
