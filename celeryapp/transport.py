@@ -28,6 +28,7 @@ from __future__ import annotations
 import threading
 from queue import Empty
 from contextlib import contextmanager
+from functools import cached_property
 from time import monotonic, time
 
 from kombu.log import get_logger
@@ -215,13 +216,30 @@ class Channel(kombu_redis.Channel):
             self._in_poll = None
             self._flush_brpop_reauth()
 
+    def basic_consume(self, queue, no_ack, *args, **kwargs):
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        else:
+            self._no_ack_queues.discard(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    def basic_cancel(self, consumer_tag):
+        self._no_ack_queues.discard(self._tag_to_queue.get(consumer_tag))
+        return super().basic_cancel(consumer_tag)
+
+    @cached_property
+    def _no_ack_queues(self) -> set:
+        """Queues consumed without acks (Celery's control replies): nothing to record."""
+        return set()
+
     def _deliver_batch(self, raws: list[str], dest: str) -> None:
         """Record the batch as unacked, then deliver each message; one message whose
         consumer raises does not keep the rest of the batch from being delivered."""
         payloads = [loads(raw) for raw in raws]
-        self.qos.record_batch([(payload["properties"]["delivery_tag"],
-                                unacked_record(raw, payload))
-                               for raw, payload in zip(raws, payloads)])
+        if dest not in self._no_ack_queues:
+            self.qos.record_batch([(payload["properties"]["delivery_tag"],
+                                    unacked_record(raw, payload))
+                                   for raw, payload in zip(raws, payloads)])
         failure = None
         for payload in payloads:
             try:

@@ -26,8 +26,10 @@ def connection(**options) -> Connection:
 
 
 def unacked(client, prefix: str = "") -> tuple[dict, list]:
-    return (client.hgetall(f"{prefix}unacked"),
-            [tag.decode() for tag in client.zrange(f"{prefix}unacked_index", 0, -1)])
+    """The unacked hash and index, read in one transaction (a worker may be acking)."""
+    records, index = (client.pipeline(transaction=True).hgetall(f"{prefix}unacked")
+                      .zrange(f"{prefix}unacked_index", 0, -1).execute())
+    return records, [tag.decode() for tag in index]
 
 
 def unacked_of(client, queue_name: str) -> set[str]:
@@ -264,3 +266,23 @@ def test_a_worker_leaves_no_unacked_record_behind(start_worker, broker_client, q
     worker.stop()
     assert unacked_of(broker_client, queue_name) == set()
     assert broker_client.llen(queue_name) == 0
+
+
+def test_a_consumer_without_acks_leaves_no_record(broker_client, queue_name):
+    """Celery's control replies are consumed with no_ack: a record would never be
+    removed, and kombu would redeliver the message one visibility timeout later."""
+    from kombu import Consumer, Queue
+
+    got = []
+    with connection() as conn:
+        publish(conn, queue_name, 3)
+        channel = conn.channel()
+        consumer = Consumer(channel, [Queue(queue_name, routing_key=queue_name)],
+                            callbacks=[lambda body, message: got.append(body)], no_ack=True,
+                            accept=["json"])
+        consumer.consume()
+        conn.drain_events(timeout=5)
+        assert got == [{"n": 0}, {"n": 1}, {"n": 2}]
+        assert unacked_of(broker_client, queue_name) == set()
+        consumer.cancel()
+        channel.close()
