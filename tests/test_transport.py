@@ -286,3 +286,24 @@ def test_a_consumer_without_acks_leaves_no_record(broker_client, queue_name):
         assert unacked_of(broker_client, queue_name) == set()
         consumer.cancel()
         channel.close()
+
+
+def test_a_forked_child_publishes_on_its_own_connection(broker_client, queue_name):
+    """The channel's client keeps one socket: a child of fork must not write to it."""
+    with connection() as conn:
+        publish(conn, queue_name, 1)
+        channel = conn.default_channel
+        parent_client = channel._shared_client
+        assert parent_client is not None and parent_client._single_connection_client
+        pid = os.fork()
+        if pid == 0:  # the child: publish, report whether it got a client of its own
+            try:
+                publish(conn, queue_name, 1)
+                os._exit(0 if channel._shared_client is not parent_client else 3)
+            except BaseException:
+                os._exit(4)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        publish(conn, queue_name, 1)  # the parent's socket is intact
+        assert channel._shared_client is parent_client
+        assert broker_client.llen(queue_name) == 3
