@@ -287,7 +287,16 @@ class Transport(kombu_redis.Transport):
         loop.on_tick.add(self._flush_acks)
 
     def _flush_acks(self) -> None:
+        """The loop's tick: send each channel's pending acks. An ack that cannot be
+        sent is logged and dropped, as Celery does with a failed ``message.ack()``:
+        its task comes back after the visibility timeout (at least once)."""
         for channel in self.channels:
             qos = channel._qos
-            if qos is not None and qos._pending_acks:
+            if qos is None or not qos._pending_acks:
+                continue
+            try:
                 qos.flush_acks()
+            except (*channel.connection_errors, channel.ResponseError) as exc:
+                logger.error("could not send %d ack(s); their messages come back after "
+                             "the visibility timeout: %r", len(qos._pending_acks), exc)
+                qos._pending_acks.clear()

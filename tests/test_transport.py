@@ -307,3 +307,35 @@ def test_a_forked_child_publishes_on_its_own_connection(broker_client, queue_nam
         publish(conn, queue_name, 1)  # the parent's socket is intact
         assert channel._shared_client is parent_client
         assert broker_client.llen(queue_name) == 3
+
+
+def test_acks_that_cannot_be_sent_are_logged_and_dropped_not_raised_into_the_loop(
+        broker_client, queue_name, caplog):
+    """A dead connection at the tick: Celery's own failed ack is logged, not fatal, and
+    the message comes back after the visibility timeout; the same here."""
+    from kombu.asynchronous import Hub
+
+    got = []
+    with connection() as conn:
+        publish(conn, queue_name, 1)
+        channel, consumer = consume(conn, queue_name, prefetch=1,
+                                    on_message=lambda body, message: got.append(message))
+        conn.drain_events(timeout=5)
+        hub = Hub()
+        conn.transport.register_with_event_loop(conn.connection, hub)
+        got[0].ack()
+
+        def refuse(*args, **kwargs):
+            raise channel.connection_errors[0]("the broker went away")
+
+        channel.run_script = refuse
+        conn.transport._flush_acks()  # no exception into the event loop
+        assert channel.qos._pending_acks == []
+        assert "could not send 1 ack(s)" in caplog.text
+        assert unacked_of(broker_client, queue_name) == {got[0].delivery_tag}
+        del channel.run_script
+        channel.qos.restore_by_tag(got[0].delivery_tag)  # what the visibility timeout does
+        assert broker_client.llen(queue_name) == 1
+        consumer.cancel()
+        channel.close()
+        hub.close()
