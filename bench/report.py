@@ -105,6 +105,13 @@ def rows(figures: dict) -> list[tuple[str, str, str, str, str]]:
             f"{f['plain']['tasks_per_s']:.0f}/s ({f['plain']['wall_s']:.2f} s)",
             f"{f['turbo']['tasks_per_s']:.0f}/s ({f['turbo']['wall_s']:.2f} s) "
             f"= {f['ratio']:.2f}× plain", "≥ 3× plain", f["ratio"] >= 3)
+        if "cpu_ms_per_task" in f["plain"] and "cpu_ms_per_task" in f["turbo"]:
+            def cpu(c: dict) -> str:
+                return (f"{c['total']:.2f} = {c['client']:.2f} + {c['worker_main']:.2f} + "
+                        f"{c['pool_children']:.2f} + {c['redis']:.2f}")
+
+            add("  CPU ms per task: client + worker main + pool children + Redis",
+                cpu(f["plain"]["cpu_ms_per_task"]), cpu(f["turbo"]["cpu_ms_per_task"]))
         g = f.get("as_group")
         if g:
             add("  the same, submitted as one group (turbo: apply_group)",

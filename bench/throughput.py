@@ -38,21 +38,55 @@ def _submit_as_group(side: str):
     return submit
 
 
+class CpuMeter:
+    """CPU seconds (user + system) of the client (this process), the worker's main
+    process, its pool children and Redis while the block runs, per task: less noisy
+    than the wall time on a shared machine, and it says who pays."""
+
+    def __init__(self, ctx, worker):
+        import psutil
+
+        main = psutil.Process(worker.pid)
+        self.processes = {"client": [psutil.Process()], "worker_main": [main],
+                          "pool_children": main.children(), "redis": []}
+        redis_process = getattr(ctx.redis, "process", None)
+        if redis_process is not None:
+            self.processes["redis"] = [psutil.Process(redis_process.pid)]
+        self.start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        def cpu(process) -> float:
+            times = process.cpu_times()
+            return times.user + times.system
+
+        return {role: sum(cpu(p) for p in processes)
+                for role, processes in self.processes.items()}
+
+    def per_task_ms(self, n: int) -> dict[str, float]:
+        end = self._read()
+        used = {role: round((end[role] - self.start[role]) / n * 1000, 3) for role in end}
+        used["total"] = round(sum(used.values()), 3)
+        return used
+
+
 def once(ctx, side: str, n: int, concurrency: int, off: tuple[str, ...] = (),
          label: str | None = None, submit=_submit_one_by_one) -> dict:
     noop = ctx.task(side, "noop")
     with ctx.worker(side, concurrency, off=off) as worker:
         ctx.wait_results(side, [noop.delay().id for _ in range(50)], timeout=120)  # warm-up
         with profile.sampling(ctx, worker, f"throughput-{label or side}"):
+            meter = CpuMeter(ctx, worker)
             start = time.time()
             ids = submit(noop, n)
             submitted = time.time()
             last = ctx.wait_results(side, ids, timeout=600)
+            cpu = meter.per_task_ms(n)
     wall = last - start
     ctx.say(f"throughput {label or side}: {n} no-ops in {wall:.2f} s = {n / wall:.0f}/s "
-            f"(submitting took {submitted - start:.2f} s)")
+            f"(submitting took {submitted - start:.2f} s); CPU ms/task "
+            + ", ".join(f"{role} {ms:.2f}" for role, ms in cpu.items()))
     return {"wall_s": wall, "submit_s": submitted - start, "tasks_per_s": n / wall,
-            "per_task_ms": wall / n * 1000}
+            "per_task_ms": wall / n * 1000, "cpu_ms_per_task": cpu}
 
 
 def _median_of_rounds(ctx, rounds: int, n: int, concurrency: int, submit_for=None,
