@@ -125,3 +125,29 @@ def test_recent_list_is_trimmed(backend):
         assert client.zscore(RECENT_KEY, "task:filler-0") is None
     finally:
         client.zrem(RECENT_KEY, *fillers)
+
+
+def test_the_client_keeps_one_connection_and_a_forked_child_builds_its_own(backend):
+    """A prefork child must not write to the parent's socket: it stores through a
+    client of its own, and the parent's client still works afterwards."""
+    import os
+
+    task_id = str(uuid.uuid4())
+    backend.store_result(task_id, None, states.STARTED, request=request())
+    parent_client = backend.client
+    assert parent_client._single_connection_client
+    parent_socket = parent_client.connection._sock
+    pid = os.fork()
+    if pid == 0:
+        try:
+            backend.store_result(task_id, {"rows": 1}, states.SUCCESS, request=request())
+            own = backend.client is not parent_client and \
+                backend.client.connection._sock is not parent_socket
+            os._exit(0 if own else 3)
+        except BaseException:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert backend.client is parent_client and parent_client.connection._sock is parent_socket
+    assert stored(backend, task_id)["status"] == states.SUCCESS  # written by the child
+    assert backend.client.ping()
