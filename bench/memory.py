@@ -12,22 +12,29 @@ import time
 from pathlib import Path
 
 
-def pss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no Pss line for pid {pid}")
+def rollup_kb(pid: int) -> dict[str, int]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, value = line.partition(":")
+        if value.strip().endswith("kB"):
+            fields[name] = int(value.split()[0])
+    if "Pss" not in fields:
+        raise RuntimeError(f"no Pss line for pid {pid}")
+    return fields
 
 
 def measure(pid: int) -> dict:
+    """PSS of the worker's processes, and their USS (private pages only). PSS splits a
+    shared page among every process mapping it, other programs included: a client
+    that has pyarrow loaded lowers the worker's PSS. USS does not depend on them."""
     import psutil
 
     main = psutil.Process(pid)
-    children = main.children(recursive=True)
-    per_process = {"main": pss_kb(pid) / 1024,
-                   "children": [pss_kb(child.pid) / 1024 for child in children]}
-    total = per_process["main"] + sum(per_process["children"])
-    return {"total_mb": total, **per_process}
+    rollups = [rollup_kb(pid)] + [rollup_kb(child.pid)
+                                  for child in main.children(recursive=True)]
+    pss = [r["Pss"] / 1024 for r in rollups]
+    uss = sum(r.get("Private_Clean", 0) + r.get("Private_Dirty", 0) for r in rollups) / 1024
+    return {"total_mb": sum(pss), "uss_total_mb": uss, "main": pss[0], "children": pss[1:]}
 
 
 def load_every_child(ctx, worker, slots: int) -> set[int]:
@@ -58,11 +65,13 @@ def run(ctx) -> dict:
             else:
                 mem = idle
         figures[side] = {"per_slot_mb": mem["total_mb"] / slots, **mem,
+                         "uss_per_slot_mb": mem["uss_total_mb"] / slots,
                          "idle_per_slot_mb": idle["total_mb"] / slots, "idle": idle,
                          "engines_loaded": side == "turbo",
                          "children_without_engines": len(missed)}
         ctx.say(f"memory {side}: {mem['total_mb']:.1f} MB PSS for -c {slots} = "
-                f"{mem['total_mb'] / slots:.1f} MB per slot (main {mem['main']:.1f} MB, "
+                f"{mem['total_mb'] / slots:.1f} MB per slot, USS {mem['uss_total_mb'] / slots:.1f} "
+                f"(main {mem['main']:.1f} MB, "
                 f"children {', '.join(f'{c:.1f}' for c in mem['children'])} MB; "
                 f"idle {idle['total_mb'] / slots:.1f} MB per slot)")
     return figures

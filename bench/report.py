@@ -185,6 +185,9 @@ def rows(figures: dict) -> list[tuple[str, str, str, str, str]]:
         add(f"worker PSS per slot, -c {f['slots']} (turbo: engines loaded; plain: idle)",
             f"{f['plain']['per_slot_mb']:.1f} MB", f"{f['turbo']['per_slot_mb']:.1f} MB",
             "≤ 40 MB", f["turbo"]["per_slot_mb"] <= 40)
+        if "uss_per_slot_mb" in f["plain"] and "uss_per_slot_mb" in f["turbo"]:
+            add("  USS per slot (private pages: what other programs' mappings do not change)",
+                f"{f['plain']['uss_per_slot_mb']:.1f} MB", f"{f['turbo']['uss_per_slot_mb']:.1f} MB")
     elif f:
         failed("memory")
     return out
