@@ -137,11 +137,10 @@ class QoS(kombu_redis.QoS):
 class Channel(kombu_redis.Channel):
     QoS = QoS
     _shared_client = None
+    _shared_pid: int | None = None  # the process that built _shared_client
     _scripts_client = None
     _scripts: dict | None = None
     _batch_fetch: bool | None = None  # BLMPOP usable? decided at the first fetch
-
-    _shared_pid: int | None = None
 
     @contextmanager
     def conn_or_acquire(self, client=None):
