@@ -29,6 +29,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
 
 from .constants import RECENT_KEEP, RECENT_KEY
+from .redaction import redact
 
 # KEYS: meta key, recent list. ARGV: meta JSON, ttl s (0 = none), recent member ("" = none),
 # its score, members to keep. Returns 0 when the stored state is SUCCESS (nothing written).
@@ -100,6 +101,17 @@ class TurboRedisBackend(RedisBackend):
 
     def on_task_call(self, producer, task_id):
         pass
+
+    def _get_result_meta(self, *args, **kwargs):
+        """``result_extended`` stores the task's args with each state: redacted, as the
+        message's argsrepr is, so a secret passed by mistake does not sit in the
+        backend (and Flower) until the result expires. The task runs with its own."""
+        meta = super()._get_result_meta(*args, **kwargs)
+        for field in ("args", "kwargs"):
+            value = meta.get(field)
+            if value and not isinstance(value, bytes):
+                meta[field] = redact(value)
+        return meta
 
     @cached_property
     def _store_script(self):

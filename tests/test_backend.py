@@ -151,3 +151,18 @@ def test_the_client_keeps_one_connection_and_a_forked_child_builds_its_own(backe
     assert backend.client is parent_client and parent_client.connection._sock is parent_socket
     assert stored(backend, task_id)["status"] == states.SUCCESS  # written by the child
     assert backend.client.ping()
+
+
+def test_stored_args_are_redacted_like_the_argsrepr(backend):
+    """result_extended stores a task's args with its result: a secret passed by
+    mistake must not sit in the result backend (or Flower) for a day."""
+    task_id = str(uuid.uuid4())
+    secret_request = Context(task="turbo.query", args=["SELECT 1", "password=hunter2"],
+                             kwargs={"api_key": "sk-live-123", "note": "token=abc123"},
+                             hostname="w@test", retries=0)
+    backend.store_result(task_id, {"rows": 1}, states.SUCCESS, request=secret_request)
+    meta = stored(backend, task_id)
+    assert meta["args"][0] == "SELECT 1" and "hunter2" not in json.dumps(meta["args"])
+    assert meta["kwargs"]["api_key"] == "***" and "abc123" not in meta["kwargs"]["note"]
+    assert secret_request.args[1] == "password=hunter2"  # the task's own copy is untouched
+    assert "hunter2" not in json.dumps(backend.get_task_meta(task_id))
