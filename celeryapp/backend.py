@@ -6,6 +6,8 @@ Two changes to the stock backend, both for cost per task, neither for semantics:
   a round of network I/O per submit that fire-and-forget callers never use.
   ``AsyncResult.get()`` subscribes by itself (``add_pending_result``) and then
   reads the stored meta once, so a result that landed first is still seen.
+  Likewise a group's submit does not subscribe to each of its tasks (Celery's
+  ready-barrier does); ``GroupResult.get()`` subscribes them when it waits.
 * Storing a state is one Lua script instead of a GET (Celery's guard: never
   overwrite SUCCESS, so that a redelivered duplicate cannot clobber the result)
   followed by a SET+PUBLISH pipeline. The guard is now atomic as well, and the
@@ -24,6 +26,7 @@ import weakref
 
 from celery import states
 from celery.backends.base import BackendStoreError
+from celery.result import AsyncResult
 from celery.backends.redis import RedisBackend
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
@@ -101,6 +104,25 @@ class TurboRedisBackend(RedisBackend):
 
     def on_task_call(self, producer, task_id):
         pass
+
+    def add_pending_result(self, result, weak=False, start_drainer=True):
+        # Only Celery's group barrier asks weakly (canvas: ``res.then(p, weak=True)``),
+        # which SUBSCRIBEs to every task of a group at submit, wanted or not.
+        # GroupResult.get() subscribes its tasks itself (iter_native, below).
+        if weak:
+            return result
+        return super().add_pending_result(result, weak=weak, start_drainer=start_drainer)
+
+    def iter_native(self, result, no_ack=True, **kwargs):
+        """A group's wait: subscribe its tasks now; results stored before that are read
+        by Celery's own ``on_wait_for_pending`` (one MGET) as the wait begins."""
+        waiting = [node for node in result.results
+                   if isinstance(node, AsyncResult) and node._cache is None]
+        if waiting:
+            self.result_consumer.drainer.start()
+            for node in waiting:
+                super().add_pending_result(node, weak=True, start_drainer=False)
+        return super().iter_native(result, no_ack=no_ack, **kwargs)
 
     def _get_result_meta(self, *args, **kwargs):
         """``result_extended`` stores the task's args with each state: redacted, as the
