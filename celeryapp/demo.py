@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from celery.states import READY_STATES
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -164,16 +165,32 @@ def start_flower(services: Services, logs: Path) -> None:
                          ["celeryapp.flower", f"--port={port}"])
 
 
-def flower_task_count(services: Services) -> dict[str, int] | None:
-    """Task states Flower saw (from its REST API), or None if it cannot say."""
-    try:
-        status, body = services.flower.get("/api/tasks", timeout=5)
-        tasks = json.loads(body) if status == 200 else None
-    except (OSError, ValueError):
-        return None
-    if not isinstance(tasks, dict):
-        return None
-    return _count_by(task.get("state", "?") for task in tasks.values())
+def flower_task_count(services: Services, task_ids: set[str],
+                      wait: float = 3.0) -> dict[str, int] | None:
+    """States of this run's tasks as Flower saw them (from its REST API), or None if it
+    cannot say. Task events reach Flower in batches (up to 0.1 s late), so ask again
+    for up to ``wait`` seconds until every task is there in a final state. Flower keeps
+    its state across runs (persistent): earlier demos' tasks are left out."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            status, body = services.flower.get("/api/tasks", timeout=5)
+            tasks = json.loads(body) if status == 200 else None
+        except (OSError, ValueError):
+            return None
+        if not isinstance(tasks, dict):
+            return None
+        counts = count_states(tasks, task_ids)
+        final = sum(n for state, n in counts.items() if state in READY_STATES)
+        if final == len(task_ids) or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.1)
+
+
+def count_states(flower_tasks: dict, task_ids: set[str]) -> dict[str, int]:
+    """Flower's ``/api/tasks`` answer (task id -> task), counted by state over ``task_ids``."""
+    return _count_by(task.get("state", "?") for task_id, task in flower_tasks.items()
+                     if task_id in task_ids)
 
 
 # --- running tasks ----------------------------------------------------------------------
@@ -444,8 +461,9 @@ def _demo_steps(services: Services, state_dir: Path, logs: Path, rows: int,
     console.rule("Agent runs")
     agents = run_agents(outcomes, state_dir / "agent-work", model)
 
+    this_run = {outcome.task_id for outcome in outcomes + (agents or [])}
     _summary(began, setup_s, sequential_s, submit_s, wall_s, outcomes, agents,
-             flower_task_count(services))
+             flower_task_count(services, this_run))
     failed = [outcome for outcome in outcomes if not outcome.ok]
     if failed or fetch_code:
         console.print(f"[red]{len(failed)} queries failed; worker logs in {_show(logs)}.[/]")
@@ -510,7 +528,8 @@ def _summary(began: float, setup_s: float, sequential_s: float, submit_s: float,
         table.add_row("agent runs", f"{sum(a.ok for a in agents)} of {len(agents)} succeeded, "
                       f"${cost:.4f}")
     if flower_seen is not None:
-        table.add_row("Flower saw", ", ".join(f"{n} {s}" for s, n in flower_seen.items()))
+        table.add_row("Flower saw (this run's tasks)",
+                      ", ".join(f"{n} {s}" for s, n in flower_seen.items()) or "none yet")
     table.add_row("setup (workers, Flower, database)", f"{setup_s:.1f} s")
     table.add_row("total demo wall time", f"{time.monotonic() - began:.1f} s (before shutdown)")
     console.print(table)

@@ -69,7 +69,18 @@ def test_demo_succeeds_on_both_workers(demo_run):
     per_worker = re.search(r"Tasks per worker: (.*)", proc.stdout).group(1)
     assert "worker@alpha" in per_worker and "worker@beta" in per_worker
     assert f"{len(demo_data.QUERIES)} succeeded, 0 failed" in proc.stdout
-    assert "Flower saw" in proc.stdout
+    seen = re.search(r"Flower saw \(this run's tasks\)\s*│([^│]*)│", proc.stdout)
+    assert seen, proc.stdout[-3000:]
+    # 10 queries and 3 agent runs (the fake claude), each SUCCESS once Flower caught up
+    assert seen.group(1).strip() == f"{len(demo_data.QUERIES) + 3} SUCCESS", seen.group(1)
+
+
+def test_flower_counts_only_this_runs_tasks():
+    """Flower's state persists across demo runs: earlier tasks must not be counted."""
+    flower_tasks = {"a": {"state": "SUCCESS"}, "b": {"state": "FAILURE"},
+                    "old": {"state": "SUCCESS"}, "c": {"state": "SUCCESS"}}
+    assert demo.count_states(flower_tasks, {"a", "b", "c", "missing"}) == \
+        {"SUCCESS": 2, "FAILURE": 1}
 
 
 def test_results_are_fetched_by_another_process(demo_run):
