@@ -26,8 +26,8 @@ import weakref
 
 from celery import states
 from celery.backends.base import BackendStoreError
-from celery.result import AsyncResult
 from celery.backends.redis import RedisBackend
+from celery.result import AsyncResult
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
 

@@ -265,9 +265,9 @@ class Channel(kombu_redis.Channel):
             raise failure
 
     def close(self):
-        if not self.closed and not self.global_keyprefix:
+        if not self.closed and not self.global_keyprefix and self._qos is not None:
             try:
-                self.qos.flush_acks()
+                self._qos.flush_acks()
             except self.connection_errors:
                 pass  # unsent acks: those tasks come back after the visibility timeout
         super().close()

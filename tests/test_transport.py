@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 
 import pytest
 from kombu import Connection
@@ -134,6 +135,26 @@ def consume(conn, queue_name: str, prefetch: int, on_message) -> tuple:
     return channel, consumer
 
 
+@contextmanager
+def delivered_under_a_loop(queue_name: str, count: int):
+    """``count`` messages delivered and not yet acked, the transport registered with an
+    event loop as in a worker; yields (connection, channel, consumer, messages, hub)."""
+    from kombu.asynchronous import Hub
+
+    got = []
+    with connection() as conn:
+        publish(conn, queue_name, count)
+        channel, consumer = consume(conn, queue_name, prefetch=count,
+                                    on_message=lambda body, message: got.append(message))
+        drain(conn, got, count)
+        hub = Hub()
+        conn.transport.register_with_event_loop(conn.connection, hub)
+        try:
+            yield conn, channel, consumer, got, hub
+        finally:
+            hub.close()
+
+
 def publish(conn, queue_name: str, count: int) -> None:
     from kombu import Queue
 
@@ -197,16 +218,7 @@ def test_a_failing_consumer_does_not_strand_the_rest_of_its_batch(broker_client,
 def test_acks_in_the_event_loop_thread_go_together_at_the_next_tick(broker_client, queue_name):
     import threading
 
-    from kombu.asynchronous import Hub
-
-    got = []
-    with connection() as conn:
-        publish(conn, queue_name, 3)
-        channel, consumer = consume(conn, queue_name, prefetch=3,
-                                    on_message=lambda body, message: got.append(message))
-        drain(conn, got, 3)
-        hub = Hub()
-        conn.transport.register_with_event_loop(conn.connection, hub)
+    with delivered_under_a_loop(queue_name, 3) as (conn, channel, consumer, got, hub):
         assert conn.transport._flush_acks in hub.on_tick
         got[0].ack()
         got[1].ack()
@@ -219,20 +231,10 @@ def test_acks_in_the_event_loop_thread_go_together_at_the_next_tick(broker_clien
         assert unacked_of(broker_client, queue_name) == set()
         consumer.cancel()
         channel.close()
-        hub.close()
 
 
 def test_closing_the_channel_sends_acks_still_pending(broker_client, queue_name):
-    from kombu.asynchronous import Hub
-
-    got = []
-    with connection() as conn:
-        publish(conn, queue_name, 2)
-        channel, consumer = consume(conn, queue_name, prefetch=2,
-                                    on_message=lambda body, message: got.append(message))
-        drain(conn, got, 2)
-        hub = Hub()
-        conn.transport.register_with_event_loop(conn.connection, hub)
+    with delivered_under_a_loop(queue_name, 2) as (conn, channel, consumer, got, hub):
         for message in got:
             message.ack()
         assert len(unacked_of(broker_client, queue_name)) == 2
@@ -240,7 +242,6 @@ def test_closing_the_channel_sends_acks_still_pending(broker_client, queue_name)
         channel.close()
         assert unacked_of(broker_client, queue_name) == set()
         assert broker_client.llen(queue_name) == 0  # acked, so not restored on close
-        hub.close()
 
 
 def test_a_redis_that_refuses_blmpop_is_read_one_message_at_a_time(broker_client, queue_name):
@@ -342,16 +343,7 @@ def test_acks_that_cannot_be_sent_are_logged_and_dropped_not_raised_into_the_loo
         broker_client, queue_name, caplog):
     """A dead connection at the tick: Celery's own failed ack is logged, not fatal, and
     the message comes back after the visibility timeout; the same here."""
-    from kombu.asynchronous import Hub
-
-    got = []
-    with connection() as conn:
-        publish(conn, queue_name, 1)
-        channel, consumer = consume(conn, queue_name, prefetch=1,
-                                    on_message=lambda body, message: got.append(message))
-        conn.drain_events(timeout=5)
-        hub = Hub()
-        conn.transport.register_with_event_loop(conn.connection, hub)
+    with delivered_under_a_loop(queue_name, 1) as (conn, channel, consumer, got, hub):
         got[0].ack()
 
         def refuse(*args, **kwargs):
@@ -367,4 +359,3 @@ def test_acks_that_cannot_be_sent_are_logged_and_dropped_not_raised_into_the_loo
         assert broker_client.llen(queue_name) == 1
         consumer.cancel()
         channel.close()
-        hub.close()
