@@ -6,8 +6,8 @@
     python -m bench --only throughput --profile   # + py-spy samples of the workers
     python -m bench --only throughput --ablate    # + the project's worker minus each cost
 
-Benchmarks (one module each, ``run(ctx) -> dict``): delay, throughput,
-parallel, chord, dag, rows, shell, memory. Prints one table (metric, plain
+Benchmarks (one module each, ``run(ctx) -> dict``), in this order: memory, delay,
+throughput, parallel, chord, dag, rows, shell. Prints one table (metric, plain
 Celery, Agent Turbo, target, met?) and writes every figure, with the machine's
 description, to var/bench/results.json. Run by hand, never part of CI.
 """
@@ -21,7 +21,10 @@ import time
 import traceback
 from pathlib import Path
 
+# memory first: later benchmarks load pyarrow into this process, and a process that
+# maps the worker's libraries lowers the worker's PSS (bench/memory.py)
 BENCHES = {
+    "memory": "bench.memory",
     "delay": "bench.delay_latency",
     "throughput": "bench.throughput",
     "parallel": "bench.parallel",
@@ -29,7 +32,6 @@ BENCHES = {
     "dag": "bench.dag",
     "rows": "bench.rows",
     "shell": "bench.shell",
-    "memory": "bench.memory",
 }
 
 
