@@ -7,6 +7,14 @@
     run it; it still counts as live when it answers a control ping and reports
     all slots taken (``--strict`` turns that allowance off). Exit 0 live, 1 not.
 
+``python -m celeryapp.health flower [--url URL] [--pid PID] [--wait S]``
+    Flower is ready: ``/healthcheck`` answers *and* its event receiver has
+    subscribed on the broker (its Redis connections are named
+    ``turbo-flower-<pid>``). Flower answers HTTP a moment before it listens, and
+    task events sent in between never reach it. Without ``--pid`` it looks for
+    the Flower process on this host. ``--wait S`` retries for up to S seconds
+    (systemd's ExecStartPost). Exit 0 ready, 1 not.
+
 ``python -m celeryapp.health stale [--older-than S] [--json]``
     Stale tasks: result metas saying STARTED whose worker (stored by
     ``result_extended``) no longer answers a ping, found by SCANning
@@ -17,11 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
+import urllib.request
 import uuid
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from .constants import host_queue
 
@@ -184,6 +195,78 @@ def find_stale(app, older_than: float = 0.0, ping_timeout: float = 2.0) -> list[
     return [task for task in candidates if task.worker is None or task.worker in silent]
 
 
+# --- flower ---------------------------------------------------------------------------
+def flower_url() -> str:
+    """Flower's /healthcheck from the settings (a wildcard address asked on loopback)."""
+    from .config import get_settings
+
+    settings = get_settings()
+    address = settings.flower_address
+    if address in ("0.0.0.0", "::", ""):
+        address = "127.0.0.1"
+    if ":" in address:
+        address = f"[{address}]"
+    return f"http://{address}:{settings.flower_port}/healthcheck"
+
+
+def _is_flower(argv: list[str]) -> bool:
+    """``celery ... flower`` (also as ``python -m celery``), or our launcher before it execs."""
+    if "celeryapp.flower" in argv:
+        return True
+    celery = Path(argv[0]).name == "celery" or any(
+        flag == "-m" and module == "celery" for flag, module in zip(argv, argv[1:]))
+    return celery and "flower" in argv
+
+
+def local_flower_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if argv and argv[0] and _is_flower(argv):
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def check_flower(url: str, pid: int | None = None) -> Outcome:
+    from .flower import client_name, events_subscribed
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            if reply.status != 200:
+                return Outcome(False, f"Flower at {url} answered HTTP {reply.status}")
+    except OSError as exc:
+        return Outcome(False, f"Flower does not answer at {url}: {exc}")
+    pids = [pid] if pid is not None else local_flower_pids()
+    if not pids:
+        return Outcome(False, f"Flower answers at {url}, but no Flower process runs on "
+                              f"this host to check its events (give --pid)")
+    try:
+        listening = [p for p in pids if events_subscribed(p)]
+    except Exception as exc:  # broker unreachable, bad credentials
+        return Outcome(False, f"could not ask the broker whether Flower listens: "
+                              f"{type(exc).__name__}: {exc}")
+    if not listening:
+        names = ", ".join(client_name(p) for p in pids)
+        return Outcome(False, f"Flower answers at {url} but has not subscribed to the task "
+                              f"events yet (no subscribed {names} on the broker)")
+    return Outcome(True, f"Flower at {url} answers and receives task events "
+                         f"(pid {', '.join(map(str, listening))})")
+
+
+def wait_flower(url: str, pid: int | None, wait: float) -> Outcome:
+    deadline = time.monotonic() + wait
+    while True:
+        outcome = check_flower(url, pid)
+        if outcome.ok or time.monotonic() >= deadline:
+            return outcome
+        time.sleep(0.5)
+
+
 # --- CLI ------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m celeryapp.health",
@@ -196,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
                       help="fail when the ping cannot run, even if every slot is busy")
     live.add_argument("--attempts", type=int, default=1,
                       help="live if any of N attempts succeeds (rides out a broker blip)")
+    flower = sub.add_parser("flower", help="Flower answers and receives task events")
+    flower.add_argument("--url", help="Flower's /healthcheck (default: from TURBO_FLOWER_ADDRESS"
+                                      " and TURBO_FLOWER_PORT)")
+    flower.add_argument("--pid", type=int, help="Flower's process (default: found on this host)")
+    flower.add_argument("--wait", type=float, default=0.0, metavar="S",
+                        help="retry for up to S seconds (default: one check)")
     stale = sub.add_parser("stale", help="STARTED tasks whose worker is gone")
     stale.add_argument("--older-than", type=float, default=0.0, metavar="S",
                        help="only tasks STARTED at least S seconds ago (default 0)")
@@ -203,9 +292,18 @@ def main(argv: list[str] | None = None) -> int:
     stale.add_argument("--json", action="store_true", help="print a JSON list")
     args = parser.parse_args(argv)
 
-    budget = (args.timeout + 15) * max(1, args.attempts) if args.check == "live" else 300
+    budget = 300.0
+    if args.check == "live":
+        budget = (args.timeout + 15) * max(1, args.attempts)
+    elif args.check == "flower":
+        budget = args.wait + 30
     signal.signal(signal.SIGALRM, _overtime)
     signal.alarm(int(budget))  # a hung broker connection must not hang systemd/compose
+
+    if args.check == "flower":
+        outcome = wait_flower(args.url or flower_url(), args.pid, args.wait)
+        print(outcome.message, file=sys.stdout if outcome.ok else sys.stderr)
+        return 0 if outcome.ok else 1
 
     from . import app
 

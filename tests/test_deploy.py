@@ -222,7 +222,7 @@ def test_compose_flower_and_metrics(compose, dotenv, monkeypatch):
     assert f"{settings.flower_port}:{settings.flower_port}" in flower["ports"][0]
     assert settings.flower_address == "0.0.0.0"  # reachable from the published port
     assert str(settings.flower_db).startswith("/var/lib/agent-turbo/flower")
-    assert "/healthcheck" in healthcheck_text(flower)
+    assert "celeryapp.health flower" in healthcheck_text(flower)  # HTTP and events
 
     metrics = compose["services"]["metrics"]
     assert metrics["command"] == ["python", "-m", "celeryapp.metrics"]
@@ -357,6 +357,15 @@ def test_health_units_restart_the_worker_on_failure():
     assert timer["Timer"]["OnUnitActiveSec"] and timer["Install"]["WantedBy"] == ["timers.target"]
     stale = parse_unit(SYSTEMD / "turbo-stale.service")
     assert "-m celeryapp.health stale" in stale["Service"]["ExecStart"][0]
+
+
+def test_flower_unit_is_started_once_it_receives_events():
+    service = parse_unit(SYSTEMD / "turbo-flower.service")["Service"]
+    [check] = service["ExecStartPost"]
+    assert "-m celeryapp.health flower --wait" in check
+    wait = float(re.search(r"--wait (\d+)", check).group(1))
+    assert float(service["TimeoutStartSec"][0]) > wait + 30  # the check's own budget
+    assert service["Restart"] == ["on-failure"]
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze")

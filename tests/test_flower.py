@@ -49,7 +49,8 @@ def new_flower(base_dir, tmp_path, request):
     started: list[FlowerProcess] = []
 
     def start(user: str | None = USER, password: str | None = None, *, env=None,
-              launcher=True, db: Path | None = None, **kwargs) -> FlowerProcess:
+              launcher=True, db: Path | None = None, ready: bool = True,
+              **kwargs) -> FlowerProcess:
         logdir = base_dir / "logs"
         logdir.mkdir(exist_ok=True)
         password = password if password is not None else (
@@ -59,7 +60,7 @@ def new_flower(base_dir, tmp_path, request):
             env={"TURBO_FLOWER_DB": str(db or tmp_path / "flower" / "flower.db"), **(env or {})},
             logfile=logdir / f"flower-{request.node.name[:50]}-{len(started)}.log", **kwargs)
         started.append(flower)
-        return flower.start()
+        return flower.start() if ready else flower.launch()
 
     yield start
     for flower in started:
@@ -220,6 +221,47 @@ def test_ready_flower_sees_the_very_next_task(new_flower, celery_app, shared_wor
     result = run_query.delay("SELECT 7 AS n")
     result.get(timeout=60)
     wait_for(lambda: task_state(flower, result.id) == "SUCCESS", 15, "the task in Flower")
+
+
+def health_flower(*args: str) -> subprocess.CompletedProcess:
+    return run_flower_cli([sys.executable, "-m", "celeryapp.health", "flower", *args],
+                          clean_env(), timeout=90)
+
+
+def test_health_check_waits_for_flower_to_receive_events(new_flower):
+    """The compose healthcheck / systemd ExecStartPost: ready only when Flower answers
+    HTTP and its event receiver subscribed; --wait rides out the start."""
+    flower = new_flower(ready=False)
+    done = health_flower("--url", f"{flower.url}/healthcheck", "--pid", str(flower.process.pid),
+                         "--wait", "60")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"receives task events (pid {flower.process.pid})" in done.stdout
+    found = health_flower("--url", f"{flower.url}/healthcheck")  # the pid found on this host
+    assert found.returncode == 0, found.stdout + found.stderr
+
+
+def test_health_check_fails_when_flower_does_not_listen(flower):
+    # Flower's HTTP answers, but the pid given has no subscribed connection
+    done = health_flower("--url", f"{flower.url}/healthcheck", "--pid", str(os.getpid()))
+    assert done.returncode == 1
+    assert f"has not subscribed to the task events yet (no subscribed turbo-flower-{os.getpid()}" \
+        in done.stderr
+    nothing = health_flower("--url", f"http://127.0.0.1:{free_port()}/healthcheck")
+    assert nothing.returncode == 1 and "Flower does not answer at" in nothing.stderr
+
+
+@pytest.mark.parametrize("argv, flower", [
+    (["/v/bin/python", "-m", "celery", "-A", "celeryapp", "flower", "--conf=f.py"], True),
+    (["/v/bin/celery", "-A", "celeryapp", "flower"], True),
+    (["python", "-m", "celeryapp.flower"], True),  # the launcher, before it execs
+    (["python", "-m", "celeryapp.health", "flower"], False),  # the check itself
+    (["python", "-m", "celery", "-A", "celeryapp", "worker"], False),
+    (["flower"], False),
+])
+def test_flower_processes_are_recognised(argv, flower):
+    from celeryapp.health import _is_flower
+
+    assert _is_flower(argv) is flower
 
 
 def test_state_saved_periodically(flower, celery_app, shared_worker, new_flower):
