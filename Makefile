@@ -15,8 +15,8 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev]' --config-settings editable_mode=compat \
-		|| $(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev,bench]' --config-settings editable_mode=compat \
+		|| $(PIP) install --quiet -e '.[dev,bench]'
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="reduced sizes (smoke run)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the workers with py-spy during the throughput run "
-                             "(py-spy on PATH or BENCH_PYSPY)")
+                             "(py-spy from the bench extra, PATH or BENCH_PYSPY)")
     parser.add_argument("--ablate", action="store_true",
                         help="throughput: also run the project's worker with each per-task "
                              "cost switched off (bench/turbo_variant.py)")

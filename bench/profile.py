@@ -1,7 +1,8 @@
 """Optional sampling of a worker with py-spy during a benchmark (``--profile``).
 
-py-spy (``pip install py-spy``, or BENCH_PYSPY=/path/to/py-spy) samples the
-worker's main process and its pool children from outside; only samples where
+py-spy (the ``bench`` extra that ``make venv`` installs, PATH's, or
+BENCH_PYSPY=/path/to/py-spy) samples the worker's main process and its pool
+children from outside; only samples where
 Python was on CPU count (py-spy's default). The raw stacks are written to
 ``<out dir>/profile-<label>.txt``; the summary splits the samples by process
 (main vs pool children) and by what they were doing.
@@ -12,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +36,10 @@ CATEGORIES = (
 
 
 def pyspy() -> str | None:
-    return os.environ.get("BENCH_PYSPY") or shutil.which("py-spy")
+    """BENCH_PYSPY, else the venv's own (the bench extra), else PATH's."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return (os.environ.get("BENCH_PYSPY") or (str(beside) if beside.exists() else None)
+            or shutil.which("py-spy"))
 
 
 @contextmanager
@@ -42,6 +47,9 @@ def sampling(ctx, worker, label: str):
     """Sample ``worker`` (main + children) while the block runs, if ``ctx.profile``."""
     binary = pyspy() if getattr(ctx, "profile", False) else None
     if not binary:
+        if getattr(ctx, "profile", False):
+            ctx.say(f"profile {label}: skipped, no py-spy (pip install '.[bench]' or set "
+                    f"BENCH_PYSPY)")
         yield
         return
     out = ctx.out_dir / f"profile-{label}.txt"

@@ -2,8 +2,8 @@
 
 Time from the first ``bench.noop.delay()`` to the last result stored (the
 worker's ``date_done``); the submits run while the worker already consumes.
-With ``--profile`` (py-spy on PATH or BENCH_PYSPY), the worker's main process
-and its pool children are sampled during the run; the top frames are printed
+With ``--profile`` (py-spy from the bench extra, PATH or BENCH_PYSPY), the worker's
+main process and its pool children are sampled during the run; the top frames are printed
 and the raw stacks kept in var/bench/. With ``--ablate``, the project's side
 runs again with each per-task cost switched off in turn (bench/turbo_variant.py),
 then all of them at once.
