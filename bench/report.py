@@ -188,6 +188,13 @@ def rows(figures: dict) -> list[tuple[str, str, str, str, str]]:
         if "uss_per_slot_mb" in f["plain"] and "uss_per_slot_mb" in f["turbo"]:
             add("  USS per slot (private pages: what other programs' mappings do not change)",
                 f"{f['plain']['uss_per_slot_mb']:.1f} MB", f"{f['turbo']['uss_per_slot_mb']:.1f} MB")
+        for count, row in f.get("more_slots", {}).items():
+            add(f"  PSS per slot at -c {count}", f"{row['plain']['per_slot_mb']:.1f} MB",
+                f"{row['turbo']['per_slot_mb']:.1f} MB")
+        if "added_slot_mb" in f:
+            counts = list(f["more_slots"])
+            add(f"  PSS of each slot added (-c {counts[0]} → {counts[-1]})",
+                f"{f['added_slot_mb']['plain']:.1f} MB", f"{f['added_slot_mb']['turbo']:.1f} MB")
     elif f:
         failed("memory")
     return out
