@@ -22,10 +22,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m celeryapp.demo
+	$(PY) -m celeryapp.dev.demo
 
 demo-down: $(STAMP)
-	$(PY) -m celeryapp.demo --down
+	$(PY) -m celeryapp.dev.demo --down
 
 # The browser check of Flower needs Debian's chromium: installed here when we are
 # root with apt-get (best effort: elsewhere that one test says why it is skipped).
@@ -39,7 +39,7 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) var build *.egg-info
 
-# Headless Chromium for tests/test_browser.py (Debian's packages, no browser download).
+# Headless Chromium for tests/system/test_browser.py (Debian's packages, no browser download).
 # `make test` tries it first; where it cannot, that test is skipped with the reason.
 browser-deps:
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \

@@ -22,8 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from celeryapp.localredis import LocalRedis
-from celeryapp.localworker import WorkerProcess
+from celeryapp.dev.localredis import LocalRedis
+from celeryapp.dev.localworker import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDES = ("plain", "turbo")

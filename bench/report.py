@@ -45,7 +45,7 @@ def _cpu_model() -> str | None:
 
 
 def _redis_server_version() -> str | None:
-    from celeryapp.localredis import find_redis_server
+    from celeryapp.dev.localredis import find_redis_server
 
     try:
         out = subprocess.run([find_redis_server(), "--version"], capture_output=True,

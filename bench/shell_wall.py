@@ -67,7 +67,7 @@ def turbo_command() -> list[str]:
 
 
 def run(n: int, slow_n: int) -> dict:
-    from celeryapp.localredis import LocalRedis
+    from celeryapp.dev.localredis import LocalRedis
 
     with tempfile.TemporaryDirectory(prefix="turbo-shell-bench-") as tmp:
         redis = LocalRedis(workdir=Path(tmp) / "redis", password="bench").start()

@@ -6,7 +6,7 @@ Used by ``python -m bench --only throughput --ablate`` to tell what each costs.
 Names (comma-separated in BENCH_TURBO_OFF):
 
 * ``events``        worker_send_task_events (task-received/started/succeeded per task,
-                    sent in batches by celeryapp/consumer.py)
+                    sent in batches by celeryapp/overrides/consumer.py)
 * ``started``       task_track_started (a STARTED result stored before each task)
 * ``acks_late``     acks late + prefetch 1 -> Celery's defaults (ack early, prefetch 4)
 

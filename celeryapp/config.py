@@ -13,9 +13,10 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from . import constants as C
-from .constants import PRIORITIES
-from .urls import redact_url, with_password  # noqa: F401  (re-exported)
+from .core import names as C
+from .core.names import PRIORITIES
+from .core.policy import Limits, time_limits
+from .core.urls import redact_url, with_password  # noqa: F401  (re-exported)
 
 
 def _default_results_dir() -> Path:
@@ -66,7 +67,7 @@ class Settings(BaseSettings):
         default_factory=lambda: Path(tempfile.gettempdir()) / "agent-turbo" / "agent-slots")
     host: str = Field(default_factory=lambda: socket.gethostname().split(".")[0])
 
-    # --- this host's worker (turbo-worker / python -m celeryapp.hostworker) ---
+    # --- this host's worker (turbo-worker / python -m celeryapp.worker.host) ---
     worker_queues: str = ",".join(C.QUEUES)
     worker_concurrency: int | None = None  # default: the CPU count
     worker_statedb: Path | None = None  # revokes survive restarts; default under results' parent
@@ -74,7 +75,7 @@ class Settings(BaseSettings):
     worker_pool: str = "prefork"
 
     # --- flower and metrics ---
-    # Flower (python -m celeryapp.flower, or celery -A celeryapp flower: celeryapp/flowerconfig.py)
+    # Flower (python -m celeryapp.monitoring.flower, or celery -A celeryapp flower: celeryapp/monitoring/flowerconfig.py)
     flower_user: str | None = None
     flower_password: str | None = Field(default=None, repr=False)
     flower_dev: bool = False  # allow Flower without login, on a loopback address only
@@ -84,7 +85,7 @@ class Settings(BaseSettings):
     flower_persistent: bool = True
     flower_state_save_interval: int = 60000  # ms between state saves
     flower_max_tasks: int = 10000
-    # the project's Prometheus exporter (python -m celeryapp.metrics)
+    # the project's Prometheus exporter (python -m celeryapp.monitoring.metrics)
     metrics_port: int = 9808
     metrics_address: str = "127.0.0.1"
     # --- end flower and metrics ---
@@ -121,10 +122,16 @@ class Settings(BaseSettings):
         return self
 
     # --- derived ------------------------------------------------------------
+    def limits(self, kind: str) -> Limits:
+        """The timeout policy of ``kind`` ("query" or "agent") for the request policy."""
+        return Limits(getattr(self, f"{kind}_timeout"), getattr(self, f"{kind}_max_timeout"),
+                      self.time_limit_grace, f"TURBO_{kind.upper()}_MAX_TIMEOUT",
+                      self.default_priority)
+
     @property
     def longest_hard_limit(self) -> float:
         longest = max(self.query_max_timeout, self.agent_max_timeout)
-        return C.time_limits(longest, self.time_limit_grace)[1]
+        return time_limits(longest, self.time_limit_grace)[1]
 
     @property
     def visibility_timeout(self) -> int:

@@ -1,16 +1,29 @@
-"""The Celery application: JSON only, acks late, Redis-safe timeouts."""
+"""The Celery application: JSON only, acks late, Redis-safe timeouts, queues and routes.
+
+Each workload has its own queue (the strong tool for ordering on Redis); within a
+queue four named priorities map onto Redis priority steps.
+"""
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Exchange, Queue
 
-from . import backend
 from .config import PRIORITIES, Settings, get_settings
-from .routing import DEFAULT_QUEUE, PRIORITY_STEPS, TASK_ROUTES, task_queues
-from .urls import is_redis
+from .core.names import DEFAULT_QUEUE, PRIORITY_STEPS, QUEUES, TASK_ROUTES
+from .core.urls import is_redis
+from .overrides import backend
+
+
+def task_queues() -> tuple[Queue, ...]:
+    # x-max-priority only matters on AMQP brokers; Redis uses priority_steps.
+    return tuple(
+        Queue(name, Exchange(name), routing_key=name, queue_arguments={"x-max-priority": 10})
+        for name in QUEUES
+    )
 
 
 def celery_config(settings: Settings) -> dict:
-    """Celery settings derived from ours; see DESIGN.md section 3 for the why."""
+    """Celery settings derived from ours; the README's "Reliability settings" says why."""
     transport = {
         "visibility_timeout": settings.visibility_timeout,
         "priority_steps": PRIORITY_STEPS,
@@ -28,7 +41,7 @@ def celery_config(settings: Settings) -> dict:
     return {
         "broker_url": settings.broker,
         # same URLs, kombu's Redis transport minus a client object per publish
-        "broker_transport": "celeryapp.transport:Transport" if redis_broker else None,
+        "broker_transport": "celeryapp.overrides.transport:Transport" if redis_broker else None,
         "result_backend": settings.backend,
         # never pickle: a pickled message is refused by the worker
         "task_serializer": "json",
@@ -56,7 +69,7 @@ def celery_config(settings: Settings) -> dict:
         "task_send_sent_event": settings.send_sent_event,
         "worker_send_task_events": True,
         # task events leave in batches of up to 24 per message, at most this late
-        "worker_consumer": "celeryapp.consumer:Consumer",
+        "worker_consumer": "celeryapp.overrides.consumer:Consumer",
         "turbo_event_flush_delay": settings.event_flush_delay,
         "broker_connection_retry_on_startup": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
@@ -76,11 +89,12 @@ def celery_config(settings: Settings) -> dict:
 def create_app(settings: Settings | None = None) -> Celery:
     app = Celery(
         "agent_turbo",
-        include=["tasks.query", "tasks.agent", "tasks.flow", "tasks.notify", "tasks.health"],
+        include=["tasks.query", "tasks.agent", "tasks.flow", "tasks.notify", "tasks.health",
+                 "tasks.hooks"],
         # secrets masked wherever Flower and inspect get task data from
-        amqp="celeryapp.redaction:RedactingAMQP",      # argsrepr/kwargsrepr, task-sent
-        events="celeryapp.redaction:RedactingEvents",  # result/traceback texts in task events
-        task_cls="celeryapp.redaction:RedactingTask",  # inspect replies, plain @app.task
+        amqp="celeryapp.overrides.redaction:RedactingAMQP",      # argsrepr/kwargsrepr, task-sent
+        events="celeryapp.overrides.redaction:RedactingEvents",  # result/traceback texts in task events
+        task_cls="celeryapp.overrides.redaction:RedactingTask",  # inspect replies, plain @app.task
     )
     app.conf.update(celery_config(settings or get_settings()))
     app.loader.override_backends = backend.OVERRIDES  # redis:// and rediss:// results (backend.py)
@@ -88,11 +102,3 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
-# Worker-side hooks and commands live in modules the app imports, so that
-# `celery -A celeryapp ...` knows them (custom inspect commands need that).
-from . import inspect as _inspect  # noqa: E402,F401  (running_queries, running_agents, cancel_task)
-from . import metrics as _metrics  # noqa: E402,F401  (agent cost and run counters)
-from . import workerhooks  # noqa: E402,F401  (workflow progress, notices, recent list)
-from .flower import use_project_config  # noqa: E402
-
-use_project_config(app)  # `celery -A celeryapp flower` loads celeryapp/flowerconfig.py

@@ -29,9 +29,20 @@ DEFAULT_MAX_SIZE = 100  # Redis commands per pipeline: workers start on the firs
 def _app(app):
     if app is not None:
         return app
-    from celeryapp import app as default_app
+    from celeryapp.factory import app as default_app  # built on first use
 
     return default_app
+
+
+def registered(name: str, app=None):
+    """The app's task ``name`` - its own ``apply_async`` checks the request - found by
+    name: the app imports its task modules (``include``) if this process has not yet.
+    How code under ``celeryapp`` submits ``turbo.query``/``turbo.agent`` without
+    importing ``tasks``."""
+    app = _app(app)
+    if name not in app.tasks:
+        app.loader.import_default_modules()
+    return app.tasks[name]
 
 
 @contextmanager

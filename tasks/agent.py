@@ -16,6 +16,8 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from celeryapp import app
 from celeryapp.config import get_settings
+from celeryapp.core.names import AGENT_TASK
+from celeryapp.worker import running
 
 from .agents import runner
 from .agents.profiles import get_profile
@@ -38,8 +40,7 @@ OPTION_NAMES = ("model", "max_turns", "allowed_tools", "permission_mode", "appen
 class AgentTask(TurboTask):
     """Agent timeouts (TURBO_AGENT_TIMEOUT / TURBO_AGENT_MAX_TIMEOUT) and early validation."""
     abstract = True
-    default_timeout_setting = "agent_timeout"
-    max_timeout_setting = "agent_max_timeout"
+    kind = "agent"
 
     def apply_async(self, args=None, kwargs=None, **options):
         # Refuse a bad profile or option before it travels through Redis.
@@ -74,7 +75,11 @@ class AgentTask(TurboTask):
         raise Retry(exc=exc, when=countdown, sig=signature)
 
 
-@app.task(bind=True, base=AgentTask, name="turbo.agent")
+def _note_pid(pid: int) -> None:
+    running.note(pid=pid)  # for `celery inspect running_agents`
+
+
+@app.task(bind=True, base=AgentTask, name=AGENT_TASK)
 def run_agent(self, prompt: str, profile: str = "claude", *, cwd: str | None = None,
               model: str | None = None, max_turns: int | None = None,
               allowed_tools: list[str] | None = None, permission_mode: str | None = None,
@@ -103,7 +108,8 @@ def run_agent(self, prompt: str, profile: str = "claude", *, cwd: str | None = N
         with slots.acquire(min(SLOT_WAIT_S, timeout, grace), note=f"task {self.request.id}"):
             result = runner.run(chosen.name, prompt, options,
                                 executable=getattr(settings, chosen.setting),
-                                timeout=timeout, cwd=cwd, kill_grace=grace)
+                                timeout=timeout, cwd=cwd, kill_grace=grace,
+                                on_spawn=_note_pid)
     except SlotsBusy as exc:
         self.requeue_for_slot(exc)
     except SoftTimeLimitExceeded as exc:

@@ -10,71 +10,31 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from celeryapp.config import get_settings
-from celeryapp.constants import check_queue_name, host_queue, priority_value, time_limits
-from celeryapp.notify import check_spec as check_notify
+from celeryapp.core.policy import call_options, check_retries, check_timeout
 
 from .errors import InvalidRequest, TaskTimeout, TransientError
 
 log = logging.getLogger(__name__)
 
-# Options a caller may give in .delay(..., priority="high") next to task arguments
-# (also host="alpha": the queue only that host consumes).
-_ROUTING_KWARGS = ("priority", "queue")
+__all__ = ["TurboTask", "check_retries"]
 
 
 class TurboTask(Task):
     abstract = True
-    Request = "celeryapp.redaction:RedactingRequest"  # inspect reserved/scheduled: masked args
-    default_timeout_setting = "query_timeout"
-    max_timeout_setting = "query_max_timeout"
+    Request = "celeryapp.overrides.redaction:RedactingRequest"  # inspect reserved/scheduled: masked args
+    kind = "query"  # whose timeout policy applies: TURBO_QUERY_* or TURBO_AGENT_*
 
     # --- submit side ----------------------------------------------------------
     def apply_async(self, args=None, kwargs=None, **options):
-        settings = get_settings()
-        kwargs = dict(kwargs or {})
-        for name in _ROUTING_KWARGS:
-            if name in kwargs:
-                options.setdefault(name, kwargs.pop(name))
-        host = kwargs.pop("host", None)
-        if host is not None:
-            if options.get("queue"):
-                raise InvalidRequest("give queue or host, not both")
-            options["queue"] = host_queue(host)
-        if isinstance(options.get("queue"), str):
-            try:
-                check_queue_name(options["queue"])
-            except ValueError as exc:
-                raise InvalidRequest(str(exc)) from None
-        if kwargs.get("notify") is not None:
-            try:
-                spec = check_notify(kwargs.pop("notify"))
-            except ValueError as exc:
-                raise InvalidRequest(str(exc)) from None
-            options["headers"] = {**(options.get("headers") or {}), "turbo_notify": spec}
-        kwargs.pop("notify", None)
-        timeout = self.checked_timeout(kwargs.get("timeout"))
-        # the runner's own deadline comes first, then Celery's soft and hard limits
-        soft, hard = time_limits(timeout, settings.time_limit_grace)
-        options.setdefault("soft_time_limit", soft)
-        options.setdefault("time_limit", hard)
-        try:
-            options["priority"] = priority_value(options.get("priority"), settings.default_priority)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
+        """Checked by the request policy (celeryapp.core.policy) before anything is sent."""
+        kwargs, options = call_options(kwargs, options, get_settings().limits(self.kind))
         return super().apply_async(args, kwargs, **options)
 
     def checked_timeout(self, timeout) -> float:
-        settings = get_settings()
-        if timeout is None:
-            return getattr(settings, self.default_timeout_setting)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise InvalidRequest(f"timeout must be a positive number of seconds, got {timeout!r}")
-        longest = getattr(settings, self.max_timeout_setting)
-        if timeout > longest:
-            raise InvalidRequest(
-                f"timeout {timeout:g}s exceeds the maximum of {longest:g}s "
-                f"(TURBO_{self.max_timeout_setting.upper()})")
-        return float(timeout)
+        try:
+            return check_timeout(timeout, get_settings().limits(self.kind))
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
 
     # --- worker side ------------------------------------------------------------
     def retry_transient(self, exc: TransientError, retries: int | None):
@@ -108,10 +68,3 @@ class TurboTask(Task):
         return TaskTimeout(f"{what} stopped by the soft time limit ({float(soft):g}s) "
                            f"and cancelled at the source")
 
-
-def check_retries(retries) -> int | None:
-    if retries is None:
-        return None
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise InvalidRequest(f"retries must be a whole number >= 0, got {retries!r}")
-    return retries

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from celeryapp import app
+from celeryapp.core.names import FLOW_START_TASK
+from celeryapp.flows import dispatch_ready
 
 
-@app.task(name="turbo.flow.start", acks_late=True)
+@app.task(name=FLOW_START_TASK, acks_late=True)
 def start_flow(flow_id: str) -> list[str]:
-    from celeryapp.flows import dispatch_ready
-
     return dispatch_ready(flow_id)

@@ -12,9 +12,9 @@ import os
 import time
 
 from celeryapp import app
+from celeryapp.core.names import HEALTH_REPLY_KEY as REPLY_KEY
+from celeryapp.core.names import PING_TASK
 
-PING_TASK = "turbo.health.ping"
-REPLY_KEY = "turbo:health:{id}"
 REPLY_TTL_S = 300
 
 

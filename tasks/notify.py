@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from celeryapp import app
-from celeryapp.notify import DeliveryFailed, post_webhook, write_file
+from celeryapp.core.names import NOTIFY_TASK
+
+from .delivery import DeliveryFailed, post_webhook, write_file
 
 MAX_ATTEMPTS = 6
 DONE_TTL_S = 7 * 24 * 3600
 
 
-@app.task(bind=True, name="turbo.notify", max_retries=MAX_ATTEMPTS - 1, acks_late=True)
+@app.task(bind=True, name=NOTIFY_TASK, max_retries=MAX_ATTEMPTS - 1, acks_late=True)
 def deliver(self, body: dict, spec: dict) -> dict:
     client = app.backend.client
     marker = f"turbo:notified:{body['kind']}:{body['id']}"

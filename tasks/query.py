@@ -6,16 +6,19 @@ from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from celeryapp import app, running
+from celeryapp import app
+from celeryapp.worker import running
 from celeryapp.config import get_settings
+from celeryapp.core.names import QUERY_TASK
 
 from . import sql as sql_runner
 from .base import TurboTask, check_retries
 from .engines import get_engine
 from .errors import TransientError
+from .hooks import sweep_results
 
 
-@app.task(bind=True, base=TurboTask, name="turbo.query")
+@app.task(bind=True, base=TurboTask, name=QUERY_TASK)
 def run_query(self, sql: str, params=None, engine: str | None = None, *,
               timeout: float | None = None, retries: int | None = None,
               max_inline_rows: int | None = None) -> dict:
@@ -55,6 +58,4 @@ def _sweep_now_and_then() -> None:
     global _last_sweep
     if time.monotonic() - _last_sweep >= _SWEEP_EVERY_S:
         _last_sweep = time.monotonic()
-        from celeryapp.workerhooks import sweep_results
-
         sweep_results()

@@ -1,8 +1,12 @@
 """Test harness: a private redis-server (random port, password, own config) and
 real ``celery worker`` processes. Never the machine's Redis, never eager mode.
 
-The server is started in ``pytest_configure`` so that ``celeryapp.app`` is built
-from the test environment when the test modules import it.
+``pytest_configure`` sets the test environment (the server's URL among it) before
+any test module imports ``celeryapp.app``; the server itself starts with the first
+integration or system test (their conftest asks for it), so ``tests/unit`` runs
+without one. Layout: ``unit/`` (no Redis, no subprocess), ``integration/`` (real
+Redis, real workers), ``system/`` (network namespaces, deploy files, a browser),
+``support/`` (helpers, fakes, the namespace harness).
 """
 from __future__ import annotations
 
@@ -15,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from celeryapp.localredis import LocalRedis
+from celeryapp.dev.localredis import LocalRedis
 
 ROOT = Path(__file__).resolve().parents[1]
-FAKES = ROOT / "tests" / "fakes"
+FAKES = ROOT / "tests" / "support" / "fakes"
 STATE: dict = {}
 
 
@@ -27,8 +31,8 @@ def pytest_configure(config):
         return
     base = Path(tempfile.mkdtemp(prefix="turbo-tests-"))
     password = secrets.token_hex(12)
-    redis = LocalRedis(workdir=base / "redis", password=password).start()
-    STATE.update(base=base, redis=redis)
+    redis = LocalRedis(workdir=base / "redis", password=password)  # started on first use
+    STATE.update(base=base, redis=redis, redis_started=False)
     env = {
         "TURBO_BROKER_URL": f"{redis.url}/0",
         "TURBO_RESULT_BACKEND": f"{redis.url}/1",
@@ -49,7 +53,7 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     redis = STATE.get("redis")
-    if redis:
+    if redis and STATE.get("redis_started"):
         redis.stop()
     base = STATE.get("base")
     if base and not os.environ.get("TURBO_KEEP_TEST_DIR"):
@@ -80,11 +84,15 @@ def base_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def redis_server() -> LocalRedis:
+    """The private redis-server, started on first use (integration and system tests)."""
+    if not STATE["redis_started"]:
+        STATE["redis"].start()
+        STATE["redis_started"] = True
     return STATE["redis"]
 
 
 @pytest.fixture(scope="session")
-def celery_app():
+def celery_app(redis_server):
     from celeryapp import app
 
     return app
@@ -113,7 +121,7 @@ def scratch_name(broker_client):
 @pytest.fixture
 def start_worker(celery_app, base_dir, request):
     """Factory: start a real worker with extra env; stopped after the test."""
-    from celeryapp.localworker import WorkerProcess
+    from celeryapp.dev.localworker import WorkerProcess
 
     started: list[WorkerProcess] = []
 
@@ -136,7 +144,7 @@ def start_worker(celery_app, base_dir, request):
 @pytest.fixture(scope="session")
 def shared_worker(celery_app, base_dir):
     """One worker on every queue for tests that do not change worker settings."""
-    from celeryapp.localworker import WorkerProcess
+    from celeryapp.dev.localworker import WorkerProcess
 
     (base_dir / "logs").mkdir(exist_ok=True)
     worker = WorkerProcess(name="worker@shared", concurrency=2,

@@ -11,5 +11,5 @@ and cancel, :mod:`.render` the output. Only ``turbo cancel`` and ``turbo submit
 flow`` import the heavier modules, on demand.
 
 Nothing here may import celery, kombu, redis or pydantic at module level;
-``tests/test_shell.py`` checks it.
+``tests/unit/test_imports.py`` checks it.
 """

@@ -7,7 +7,7 @@ small parser is unsure about (help, abbreviations, a bad value) goes to argparse
 """
 from __future__ import annotations
 
-from .. import constants as C
+from ..core import names as C
 from .common import UsageError
 from .reading import cmd_cancel, cmd_ls, cmd_result, cmd_status
 from .submitting import cmd_submit_agent, cmd_submit_flow, cmd_submit_query

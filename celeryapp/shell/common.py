@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import os
 
-from .. import constants as C
+from ..core import names as C
+from ..core.names import FLOW_START_TASK, META_KEY  # noqa: F401  (re-exported)
+from ..core.policy import Limits
 from . import resp
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REDIS = 0, 1, 2, 3
-META_KEY = "celery-task-meta-{id}"
 READY = ("SUCCESS", "FAILURE", "REVOKED")
 FLOW_DONE = ("succeeded", "failed", "cancelled")
-FLOW_START_TASK = "turbo.flow.start"
 UNKNOWN = "PENDING (unknown or not started)"
 
 
@@ -79,6 +79,17 @@ def backend() -> resp.Redis:
     if env("TURBO_RESULT_BACKEND"):
         return _connect(env("TURBO_RESULT_BACKEND"), "TURBO_RESULT_BACKEND")
     return broker()
+
+
+def timeout_policy(kind: str) -> Limits:
+    """The timeout policy of ``kind`` ("query", "agent") from the TURBO_* variables,
+    as the worker's settings read them."""
+    upper = kind.upper()
+    return Limits(env_number(f"TURBO_{upper}_TIMEOUT", getattr(C, f"DEFAULT_{upper}_TIMEOUT")),
+                  env_number(f"TURBO_{upper}_MAX_TIMEOUT",
+                             getattr(C, f"DEFAULT_{upper}_MAX_TIMEOUT")),
+                  env_number("TURBO_TIME_LIMIT_GRACE", C.DEFAULT_TIME_LIMIT_GRACE),
+                  f"TURBO_{upper}_MAX_TIMEOUT", env("TURBO_DEFAULT_PRIORITY", C.DEFAULT_PRIORITY))
 
 
 def result_expires() -> int:

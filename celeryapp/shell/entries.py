@@ -1,7 +1,7 @@
 """Tasks and workflows as the result backend stores them, read in one round trip each."""
 from __future__ import annotations
 
-from .. import constants as C
+from ..core import names as C
 from . import resp
 from .common import FLOW_DONE, META_KEY, READY, broker
 

@@ -14,7 +14,7 @@ What ``task.apply_async()`` does on Redis, without Celery:
   ``task_send_sent_event`` is on (TURBO_SEND_SENT_EVENT), a ``task-sent`` event
   is PUBLISHed on ``/<db>.celeryev/task.sent`` for Flower.
 
-``tests/test_shell_protocol.py`` compares the result with what Celery writes.
+``tests/integration/test_shell_protocol.py`` compares the result with what Celery writes.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ try:
 except ImportError:  # pragma: no cover - CPython always has _json
     from json.encoder import encode_basestring_ascii as _quote
 
-from ..constants import PRIORITY_STEPS, QUEUE_SEP
+from ..core.names import PRIORITY_STEPS, QUEUE_SEP
 
 ARGSREPR_MAXSIZE = 1024  # celery.app.amqp.AMQP.argsrepr_maxsize / kwargsrepr_maxsize
 BINDING_KEY = "_kombu.binding.{queue}"

@@ -182,7 +182,7 @@ def cmd_cancel(a) -> int:
     if entry.ready:
         print(f"task {a.id} already finished: {entry.state}")
         return EXIT_OK
-    from celeryapp import app
+    from celeryapp.factory import app  # Celery's revoke broadcast: the one heavy path here
 
     app.control.revoke(a.id, terminate=True, signal="SIGUSR1")
     # a queued task turns REVOKED only when a worker receives it: no point waiting

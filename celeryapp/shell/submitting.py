@@ -5,35 +5,30 @@ import os
 import sys
 import time
 
-from .. import constants as C
+from ..core import names as C
+from ..core.policy import check_timeout, priority_value, time_limits
 from . import resp
 from .common import EXIT_OK, FLOW_START_TASK, Failed, UsageError, backend, broker, env, \
-    env_number, result_expires, sent_event
+    result_expires, sent_event, timeout_policy
 from .messages import task_message
 
 
 def checked_timeout(timeout, kind: str) -> tuple[float, float]:
-    """(soft, hard) Celery limits for a ``kind`` task, as TurboTask.apply_async computes."""
-    default_name, max_name = f"TURBO_{kind.upper()}_TIMEOUT", f"TURBO_{kind.upper()}_MAX_TIMEOUT"
-    default = getattr(C, f"DEFAULT_{kind.upper()}_TIMEOUT")
-    longest = env_number(max_name, getattr(C, f"DEFAULT_{kind.upper()}_MAX_TIMEOUT"))
-    if timeout is None:
-        timeout = env_number(default_name, default)
-    elif timeout <= 0:
-        raise UsageError(f"--timeout must be a positive number of seconds, got {timeout:g}")
-    elif timeout > longest:
-        raise UsageError(f"--timeout {timeout:g}s exceeds the maximum of {longest:g}s "
-                         f"for a {kind} ({max_name})")
-    return C.time_limits(float(timeout), env_number("TURBO_TIME_LIMIT_GRACE",
-                                                     C.DEFAULT_TIME_LIMIT_GRACE))
+    """(soft, hard) Celery limits for a ``kind`` task, by the policy TurboTask applies."""
+    policy = timeout_policy(kind)
+    try:
+        seconds = check_timeout(timeout, policy, label="--timeout", where=f" for a {kind}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return time_limits(seconds, policy.grace)
 
 
 def _priority(text: str | None) -> int:
     default = env("TURBO_DEFAULT_PRIORITY", C.DEFAULT_PRIORITY)
     try:
         if text is not None and text.isdigit():
-            return C.priority_value(int(text))
-        return C.priority_value(text, default)
+            return priority_value(int(text))
+        return priority_value(text, default)
     except (ValueError, KeyError) as exc:
         raise UsageError(str(exc).strip("'\"")) from None
 
@@ -136,7 +131,7 @@ def cmd_submit_flow(a) -> int:
         spec = sys.stdin.read()
         if not spec.strip():
             raise UsageError("the workflow on stdin is empty")
-        spec += "\n"  # text, not a path, for celeryapp.flowspec.load
+        spec += "\n"  # text, not a path, for celeryapp.flows.spec.load
     elif not os.path.isfile(spec):
         raise UsageError(f"workflow file not found: {spec}")
     notify = None

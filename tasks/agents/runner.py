@@ -19,9 +19,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
-
-from celeryapp import running
+from typing import Any, Callable, Mapping
 
 from ..errors import AgentError, AgentNotFound, InvalidRequest, TaskTimeout
 from .profiles import Outcome, get_profile
@@ -72,8 +70,12 @@ def check_cwd(cwd: Any) -> str | None:
 
 def run(profile_name: str, prompt: str, options: Mapping[str, Any], *, executable: str,
         timeout: float, cwd: Any = None, kill_grace: float = DEFAULT_KILL_GRACE_S,
-        env: Mapping[str, str] | None = None) -> dict:
-    """Run ``prompt`` through a profile's CLI; return the parsed result or raise."""
+        env: Mapping[str, str] | None = None,
+        on_spawn: Callable[[int], None] | None = None) -> dict:
+    """Run ``prompt`` through a profile's CLI; return the parsed result or raise.
+
+    ``on_spawn(pid)`` is called once the CLI runs (the worker records it for
+    ``celery inspect running_agents``)."""
     profile = get_profile(profile_name)
     profile.check(prompt, options)
     cwd = check_cwd(cwd)
@@ -83,7 +85,8 @@ def run(profile_name: str, prompt: str, options: Mapping[str, Any], *, executabl
     try:
         done = run_process(invocation.argv, stdin=invocation.stdin, cwd=cwd, env=env,
                            timeout=timeout, kill_grace=kill_grace,
-                           what=f"{profile.name} agent run", shown=_shown(invocation.argv, prompt))
+                           what=f"{profile.name} agent run", shown=_shown(invocation.argv, prompt),
+                           on_spawn=on_spawn)
     except (FileNotFoundError, PermissionError) as exc:  # e.g. a broken shebang
         raise AgentNotFound(f"{profile.name} executable {path!r} could not be started: {exc}; "
                             f"check {profile.env_var}") from None
@@ -96,7 +99,8 @@ def run(profile_name: str, prompt: str, options: Mapping[str, Any], *, executabl
 def run_process(argv: list[str], *, stdin: bytes | None = None, cwd: str | None = None,
                 env: Mapping[str, str] | None = None, timeout: float,
                 kill_grace: float = DEFAULT_KILL_GRACE_S, what: str = "agent run",
-                shown: str | None = None) -> Completed:
+                shown: str | None = None,
+                on_spawn: Callable[[int], None] | None = None) -> Completed:
     """Run ``argv`` in a new session; kill its process group on deadline or interruption."""
     started = time.monotonic()
     stdin_mode = subprocess.PIPE if stdin is not None else subprocess.DEVNULL
@@ -104,7 +108,8 @@ def run_process(argv: list[str], *, stdin: bytes | None = None, cwd: str | None 
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env,
                             start_new_session=True, preexec_fn=_die_with_parent)
     timed_out = False
-    running.note(pid=proc.pid)  # for `celery inspect running_agents`
+    if on_spawn is not None:
+        on_spawn(proc.pid)
     try:
         log.info("%s started, pid %d: %s", what, proc.pid, shown or argv[0])
         out = _Drain(proc.stdout, keep_tail=False, limit=MAX_STDOUT_BYTES)

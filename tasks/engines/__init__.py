@@ -1,24 +1,29 @@
 """Registry of SQL engines by name."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 from ..errors import InvalidRequest
 from .base import Engine, Session
 
-if TYPE_CHECKING:  # no Celery import on the runner side
-    from celeryapp.config import Settings
 
-EngineFactory = Callable[["Settings"], Engine]
+class Settings(Protocol):
+    """What the engines read of the worker's settings (celeryapp.config.Settings has it)."""
+
+    duckdb_path: str
+    duckdb_is_read_only: bool
 
 
-def _duckdb(settings: "Settings") -> Engine:
+EngineFactory = Callable[[Settings], Engine]
+
+
+def _duckdb(settings: Settings) -> Engine:
     from .duckdb import DuckDBEngine
 
     return DuckDBEngine(settings.duckdb_path, read_only=settings.duckdb_is_read_only)
 
 
-def _databricks(settings: "Settings") -> Engine:
+def _databricks(settings: Settings) -> Engine:
     from .databricks import DatabricksEngine
 
     return DatabricksEngine()
@@ -27,7 +32,7 @@ def _databricks(settings: "Settings") -> Engine:
 ENGINES: dict[str, EngineFactory] = {"duckdb": _duckdb, "databricks": _databricks}
 
 
-def get_engine(name: str, settings: "Settings") -> Engine:
+def get_engine(name: str, settings: Settings) -> Engine:
     try:
         factory = ENGINES[name]
     except KeyError:

@@ -1,0 +1,132 @@
+"""The request policy: what a caller may ask of a task, and the Celery options it becomes.
+
+One implementation for ``TurboTask.apply_async`` (``delay()``), the flow engine and
+the ``turbo`` shell client: queue names, hosts, priorities, timeouts and the time
+limits behind them, retries, completion notices. Standard library only (the shell
+path imports it); the limits come in as values, not as the pydantic settings.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .errors import InvalidRequest
+from .names import DEFAULT_PRIORITY, NOTIFY_HEADER, PRIORITIES, QUEUE_SEP, host_queue
+
+ROUTING_KWARGS = ("priority", "queue")
+"""Options a caller may give next to task arguments: ``delay(sql, priority="high")``
+(``host="alpha"`` too: the queue only that host consumes)."""
+
+
+class Limits:
+    """The timeout policy of one kind of task (queries, agent runs)."""
+
+    __slots__ = ("default_timeout", "max_timeout", "grace", "max_setting", "default_priority")
+
+    def __init__(self, default_timeout: float, max_timeout: float, grace: float,
+                 max_setting: str, default_priority: str = DEFAULT_PRIORITY):
+        self.default_timeout = float(default_timeout)
+        self.max_timeout = float(max_timeout)
+        self.grace = float(grace)
+        self.max_setting = max_setting  # named in the error, e.g. TURBO_QUERY_MAX_TIMEOUT
+        self.default_priority = default_priority
+
+
+def check_queue_name(name: str) -> str:
+    """Refuse queue names kombu's Redis transport would misread (":" is its priority
+    separator here: "a:b" at priority 0 would be read back as queue "a")."""
+    if not isinstance(name, str) or not name or QUEUE_SEP in name or any(c.isspace() for c in name):
+        raise ValueError(f"queue name must be non-empty, without {QUEUE_SEP!r} or spaces, "
+                         f"got {name!r}")
+    return name
+
+
+def priority_value(priority: str | int | None, default: str = DEFAULT_PRIORITY) -> int:
+    """Turn ``critical|high|normal|low`` (or a raw 0-9) into a Redis priority."""
+    if priority is None:
+        return PRIORITIES[default]
+    if isinstance(priority, bool):
+        raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}, not {priority!r}")
+    if isinstance(priority, int):
+        if not 0 <= priority <= 9:
+            raise ValueError(f"numeric priority must be 0..9 (0 first), got {priority}")
+        return priority
+    try:
+        return PRIORITIES[str(priority).lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown priority {priority!r}; use one of {', '.join(PRIORITIES)}") from None
+
+
+def check_timeout(timeout, limits: Limits, label: str = "timeout", where: str = "") -> float:
+    """The runner's deadline in seconds: the default, or a positive number within the
+    maximum. ``label``/``where`` name the option in the error (``--timeout``, " for a query")."""
+    if timeout is None:
+        return limits.default_timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ValueError(f"{label} must be a positive number of seconds, got {timeout!r}")
+    if timeout > limits.max_timeout:
+        raise ValueError(f"{label} {timeout:g}s exceeds the maximum of "
+                         f"{limits.max_timeout:g}s{where} ({limits.max_setting})")
+    return float(timeout)
+
+
+def time_limits(timeout: float, grace: float) -> tuple[float, float]:
+    """(soft, hard) Celery limits behind a runner deadline of ``timeout`` seconds."""
+    soft = timeout + grace
+    return soft, soft + grace
+
+
+def check_retries(retries) -> int | None:
+    if retries is None:
+        return None
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InvalidRequest(f"retries must be a whole number >= 0, got {retries!r}")
+    return retries
+
+
+def check_notify(spec) -> dict:
+    """``{"webhook": "https://...", "dir": "/path"}`` with at least one of them."""
+    if not isinstance(spec, Mapping) or not (spec.get("webhook") or spec.get("dir")):
+        raise ValueError("notify must be a mapping with 'webhook' (http(s) URL) and/or 'dir'")
+    unknown = set(spec) - {"webhook", "dir"}
+    if unknown:
+        raise ValueError(f"notify: unknown field(s) {', '.join(sorted(unknown))}")
+    webhook = spec.get("webhook")
+    if webhook and not str(webhook).startswith(("http://", "https://")):
+        raise ValueError(f"notify.webhook must be an http(s) URL, got {webhook!r}")
+    return {key: str(value) for key, value in spec.items() if value}
+
+
+def call_options(kwargs: dict | None, options: dict, limits: Limits) -> tuple[dict, dict]:
+    """(task kwargs, Celery options) for one call, checked; raises :class:`InvalidRequest`.
+
+    Routing options given among the task's kwargs (``priority``, ``queue``, ``host``,
+    ``notify``) move to the options; ``timeout`` stays for the runner's own deadline
+    and sets the soft (timeout + grace) and hard (soft + grace) Celery limits.
+    """
+    kwargs = dict(kwargs or {})
+    options = dict(options)
+    for name in ROUTING_KWARGS:
+        if name in kwargs:
+            options.setdefault(name, kwargs.pop(name))
+    host = kwargs.pop("host", None)
+    if host is not None:
+        if options.get("queue"):
+            raise InvalidRequest("give queue or host, not both")
+        options["queue"] = host_queue(host)
+    try:
+        if isinstance(options.get("queue"), str):
+            check_queue_name(options["queue"])
+        notify = kwargs.pop("notify", None)
+        if notify is not None:
+            options["headers"] = {**(options.get("headers") or {}),
+                                  NOTIFY_HEADER: check_notify(notify)}
+        timeout = check_timeout(kwargs.get("timeout"), limits)
+        options["priority"] = priority_value(options.get("priority"), limits.default_priority)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    # the runner's own deadline comes first, then Celery's soft and hard limits
+    soft, hard = time_limits(timeout, limits.grace)
+    options.setdefault("soft_time_limit", soft)
+    options.setdefault("time_limit", hard)
+    return kwargs, options

@@ -1,0 +1,3 @@
+"""Operator commands: the Flower launcher and its configuration (:mod:`.flower`,
+:mod:`.flowerconfig`), the Prometheus exporter (:mod:`.metrics`) and the health
+checks (:mod:`.health`)."""

@@ -1,0 +1,272 @@
+"""What each worker process is running right now: one small JSON file per task.
+
+Tasks run in prefork children while inspect/control commands run in the
+worker's main process, so the two share a directory instead of memory::
+
+    <tempdir>/agent-turbo/running/<worker-name>.<main-pid>/<task_id>.json
+
+(the main pid keeps apart two workers of the same name on one machine, e.g. a
+demo and a test run).
+A child writes its file atomically when a query or agent run starts
+(:func:`register`, called from the ``task_prerun`` hook in
+:mod:`celeryapp.worker.control`), adds what it learns later (:func:`note`: the engine's
+statement id, the agent CLI's pid) and removes it when the task ends
+(:func:`unregister`). A child that died without cleaning up leaves a file whose
+pid is gone or no longer a child of the worker: readers skip it and delete it.
+
+Standard library only and no Celery: the runners may call :func:`note`
+(a no-op outside a registered task).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from celeryapp.core.redaction import redact_text  # inspect replies mask secrets like Flower does
+
+PREVIEW_CHARS = 200
+STATEMENT_POLL_S = 0.5
+
+_local = threading.local()  # .task_id: the task this thread runs (prefork: the process)
+_lock = threading.Lock()
+_entries: dict[str, tuple[Path, dict[str, Any]]] = {}  # task_id -> (file, entry)
+_main_pid: int | None = None  # the worker's main process, when this is a pool child
+
+
+def base_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "agent-turbo" / "running"
+
+
+def worker_dir(worker: str, main: int | None = None) -> Path:
+    """The directory of one worker process (``worker@alpha`` with main pid ``main``)."""
+    return base_dir() / f"{_safe(worker)}.{main_pid() if main is None else main}"
+
+
+def _safe(worker: str) -> str:
+    return re.sub(r"[^A-Za-z0-9@._-]", "_", worker)
+
+
+def set_main_pid(pid: int) -> None:
+    """Called in each prefork child (``worker_process_init``) with its parent's pid."""
+    global _main_pid
+    _main_pid = pid
+
+
+def main_pid() -> int:
+    return _main_pid or os.getpid()  # threads/solo pools run tasks in the main process
+
+
+def preview(text: Any, limit: int = PREVIEW_CHARS) -> str | None:
+    """``text`` on one line, at most ``limit`` characters (an ellipsis marks a cut)."""
+    if text is None:
+        return None
+    flat = " ".join(redact_text(str(text)).split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "\u2026"
+
+
+# --- writer side: the process running the task --------------------------------------
+def register(kind: str, task_id: str, *, worker: str, **info: Any) -> Path:
+    """Record that this process (this thread) now runs ``task_id``; return its file."""
+    folder = worker_dir(worker)
+    folder.mkdir(parents=True, exist_ok=True)
+    pid = os.getpid()
+    entry = {"kind": kind, "task_id": task_id, "worker": worker, "worker_pid": pid,
+             "started": time.time(), **info}
+    path = folder / f"{task_id}.json"
+    with _lock:
+        # pid reuse after a crash: an older file of this pid is stale by definition
+        # (prefork runs one task per process; threads share the pid, skip that case)
+        if not _entries:
+            for other in folder.glob("*.json"):
+                if other != path and _read(other).get("worker_pid") == pid:
+                    _unlink(other)
+        _entries[task_id] = (path, entry)
+        _write(path, entry)
+    _local.task_id = task_id
+    return path
+
+
+def note(task_id: str | None = None, **fields: Any) -> None:
+    """Add ``fields`` to the entry of ``task_id`` (default: this thread's task)."""
+    task_id = task_id or getattr(_local, "task_id", None)
+    if not task_id:
+        return
+    with _lock:
+        found = _entries.get(task_id)
+        if found is None:
+            return
+        path, entry = found
+        entry.update(fields)
+        _write(path, entry)
+
+
+def unregister(task_id: str) -> None:
+    with _lock:
+        found = _entries.pop(task_id, None)
+    if found is not None:
+        _unlink(found[0])
+    if getattr(_local, "task_id", None) == task_id:
+        _local.task_id = None
+
+
+def current_task_id() -> str | None:
+    return getattr(_local, "task_id", None)
+
+
+def on_session(session) -> None:
+    """``on_start`` hook for :func:`tasks.sql.execute`: record the statement id.
+
+    Engines learn the id only once the statement is submitted, in the thread
+    that runs it, so a daemon thread polls the session until the id is there
+    or the task ends. Engines without statement ids (DuckDB) are skipped.
+    """
+    task_id = current_task_id()
+    if task_id is None or not _has_statement_ids(session):
+        return
+
+    def poll() -> None:
+        while task_id in _entries:
+            try:
+                statement = session.statement_id
+            except Exception:  # a closed session: the task is ending
+                return
+            if statement:
+                note(task_id, statement_id=str(statement))
+                return
+            time.sleep(STATEMENT_POLL_S)
+
+    statement = getattr(session, "statement_id", None)
+    if statement:
+        note(task_id, statement_id=str(statement))
+    else:
+        threading.Thread(target=poll, name=f"turbo-statement-id-{task_id}", daemon=True).start()
+
+
+def _has_statement_ids(session) -> bool:
+    prop = getattr(type(session), "statement_id", None)
+    getter = getattr(prop, "fget", None)
+    # the abstract Session's property always answers None
+    return getter is not None and getter.__qualname__ != "Session.statement_id"
+
+
+def _write(path: Path, entry: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(entry, default=str))
+    os.replace(tmp, path)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# --- reader side: the worker's main process -------------------------------------------
+def entries(worker: str, kind: str | None = None, *, parent: int | None = None,
+            clean: bool = True) -> Iterator[dict]:
+    """The live entries of ``worker``; stale ones (dead pid, not our child) are removed.
+
+    ``parent`` is the worker's main pid (default: this process); an entry counts
+    only when its process is that one (threads/solo pool) or a child of it.
+    """
+    parent = os.getpid() if parent is None else parent
+    folder = worker_dir(worker, parent)
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for path in sorted(folder.glob("*.json")):
+        entry = _read(path)
+        if not entry:
+            continue  # being replaced right now, or garbage: not worth a guess
+        pid = entry.get("worker_pid")
+        if not isinstance(pid, int) or not _ours(pid, parent):
+            if clean:
+                _unlink(path)
+            continue
+        if kind is not None and entry.get("kind") != kind:
+            continue
+        entry["elapsed_s"] = round(now - float(entry.get("started") or now), 3)
+        yield entry
+
+
+def clear(worker: str) -> None:
+    """At worker start and stop: drop this worker's folder and those of dead workers."""
+    me, mine = os.getpid(), _safe(worker)
+    base = base_dir()
+    if not base.is_dir():
+        return
+    for folder in base.iterdir():
+        name, _, pid = folder.name.rpartition(".")
+        if not pid.isdigit() or not folder.is_dir():
+            continue
+        if (name == mine and int(pid) == me) or not _alive(int(pid)):
+            for path in folder.iterdir():
+                _unlink(path)
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+
+def _ours(pid: int, parent: int) -> bool:
+    if pid == parent:
+        return _alive(pid)
+    ppid = parent_pid(pid)
+    if ppid is None:  # no /proc: all we can tell is whether it lives
+        return _alive(pid) and not Path("/proc/self").exists()
+    return ppid == parent
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ..."; comm may hold spaces and parentheses
+    return raw.rsplit(")", 1)[1].split()
+
+
+def parent_pid(pid: int) -> int | None:
+    fields = _stat(pid)
+    if not fields or fields[0] == "Z":  # gone, or a zombie: not running anything
+        return None if fields is None else -1
+    return int(fields[1])
+
+
+def children(pid: int) -> list[int]:
+    """Live child pids of ``pid`` (Linux /proc; empty elsewhere)."""
+    found = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if name.isdigit():
+            fields = _stat(int(name))
+            if fields and fields[0] != "Z" and int(fields[1]) == pid:
+                found.append(int(name))
+    return sorted(found)

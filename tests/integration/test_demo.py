@@ -1,0 +1,228 @@
+"""`python -m celeryapp.dev.demo` end to end: a real subprocess with a clean environment.
+
+The demo starts its own Redis, workers and Flower (never the session's Redis
+from conftest, never one on 6379) in a temporary state directory, so a user's
+var/demo is never touched. Agent runs go to the fake claude CLI.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from celeryapp.dev import demo, demo_data, demo_state
+from celeryapp.config import reset_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKE_CLAUDE = ROOT / "tests" / "support" / "fakes" / "claude"
+ROWS = 200_000
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self").exists(), reason="reads /proc")
+
+
+def demo_env(state_dir: Path, **extra: str) -> dict[str, str]:
+    """The caller's environment without any TURBO_*/FLOWER_* setting conftest made."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("TURBO_", "FLOWER_"))}
+    env.update(TURBO_DEMO_DIR=str(state_dir), TURBO_DEMO_ROWS=str(ROWS), COLUMNS="200",
+               PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def processes_matching(*needles: str) -> list[str]:
+    """Live processes whose command line contains any of ``needles``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        if any(needle in line for needle in needles):
+            found.append(f"{entry.name}: {line}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    state_dir = tmp_path_factory.mktemp("demo")
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "celeryapp.dev.demo"], cwd=ROOT,
+                          env=demo_env(state_dir, TURBO_CLAUDE_BIN=str(FAKE_CLAUDE)),
+                          capture_output=True, text=True, timeout=280)
+    return proc, state_dir, time.monotonic() - started
+
+
+def test_demo_succeeds_on_both_workers(demo_run):
+    proc, _, _ = demo_run
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    per_worker = re.search(r"Tasks per worker: (.*)", proc.stdout).group(1)
+    assert "worker@alpha" in per_worker and "worker@beta" in per_worker
+    assert f"{len(demo_data.QUERIES)} succeeded, 0 failed" in proc.stdout
+    seen = re.search(r"Flower saw \(this run's tasks\)\s*│([^│]*)│", proc.stdout)
+    assert seen, proc.stdout[-3000:]
+    # 10 queries and 3 agent runs (the fake claude), each SUCCESS once Flower caught up
+    assert seen.group(1).strip() == f"{len(demo_data.QUERIES) + 3} SUCCESS", seen.group(1)
+
+
+def test_flower_counts_only_this_runs_tasks():
+    """Flower's state persists across demo runs: earlier tasks must not be counted."""
+    flower_tasks = {"a": {"state": "SUCCESS"}, "b": {"state": "FAILURE"},
+                    "old": {"state": "SUCCESS"}, "c": {"state": "SUCCESS"}}
+    assert demo.count_states(flower_tasks, {"a", "b", "c", "missing"}) == \
+        {"SUCCESS": 2, "FAILURE": 1}
+
+
+def test_results_are_fetched_by_another_process(demo_run):
+    proc, _, _ = demo_run
+    submitter = int(re.search(r"this is pid (\d+)", proc.stdout).group(1))
+    fetched = re.search(r"Fetched (\d+) results in a separate process \(pid (\d+)\): "
+                        r"(\d+) SUCCESS", proc.stdout)
+    assert fetched, proc.stdout[-3000:]
+    count, fetcher, succeeded = map(int, fetched.groups())
+    assert fetcher != submitter
+    assert count == succeeded == len(demo_data.QUERIES)
+    customers = demo_data.customers_for(ROWS)
+    assert f"customer_lifetime: read {customers:,} rows back from" in proc.stdout
+
+
+def test_agent_runs_reported(demo_run):
+    proc, _, _ = demo_run
+    assert re.search(r"agent runs\s*│\s*3 of 3 succeeded", proc.stdout), proc.stdout[-3000:]
+
+
+def test_secrets_are_not_printed(demo_run):
+    proc, _, _ = demo_run
+    assert set(re.findall(r"redis://:([^@\s]*)@", proc.stdout)) == {"***"}
+
+
+@needs_proc
+def test_nothing_left_running(demo_run):
+    proc, state_dir, _ = demo_run
+    redis_port = re.search(r"redis://:\*\*\*@127\.0\.0\.1:(\d+)", proc.stdout).group(1)
+    flower_port = re.search(r"Flower dashboard: http://127\.0\.0\.1:(\d+)", proc.stdout).group(1)
+    assert processes_matching(str(state_dir), f"127.0.0.1:{redis_port}",
+                              f"--port={flower_port}") == []
+    assert not (state_dir / "state.json").exists()
+    assert not (state_dir / "redis").exists()  # its config held the password
+
+
+@needs_proc
+def test_ctrl_c_stops_everything(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "celeryapp.dev.demo"], cwd=ROOT,
+                            env=demo_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "worker@beta ready" in line:
+                break
+        assert processes_matching(str(tmp_path)), "workers should be running now"
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = "".join(seen) + rest
+    assert proc.returncode == 130, output
+    assert "Interrupted" in output
+    assert processes_matching(str(tmp_path)) == []
+    assert not (tmp_path / "state.json").exists()
+
+
+def _sleeper(*tag: str, ignore_term: bool = False) -> subprocess.Popen:
+    code = "import signal, time\n"
+    if ignore_term:
+        code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    code += "time.sleep(600)\n"
+    return subprocess.Popen([sys.executable, "-c", code, *tag], start_new_session=True)
+
+
+def _wait_gone(proc: subprocess.Popen, timeout: float = 10.0) -> bool:
+    try:
+        proc.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+@needs_proc
+def test_down_stops_an_abandoned_process(tmp_path):
+    abandoned = _sleeper("worker@abandoned", str(tmp_path))
+    innocent = _sleeper("unrelated")  # a recycled pid: its command line does not match
+    state = {"demo_pid": None, "processes": [
+        {"name": "worker@abandoned", "pid": abandoned.pid,
+         "markers": ["worker@abandoned", str(tmp_path)]},
+        {"name": "redis", "pid": innocent.pid, "markers": ["redis-server", ":6399"]},
+    ]}
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    try:
+        time.sleep(0.3)  # let both exec python, so their command lines are final
+        out = subprocess.run([sys.executable, "-m", "celeryapp.dev.demo", "--down"], cwd=ROOT,
+                             env=demo_env(tmp_path), capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert f"worker@abandoned (pid {abandoned.pid}): stopped (TERM)" in out.stdout
+        assert f"redis (pid {innocent.pid}): not running" in out.stdout
+        assert _wait_gone(abandoned)
+        assert innocent.poll() is None
+        assert not (tmp_path / "state.json").exists()
+    finally:
+        for proc in (abandoned, innocent):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    again = subprocess.run([sys.executable, "-m", "celeryapp.dev.demo", "--down"], cwd=ROOT,
+                           env=demo_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "Nothing to stop" in again.stdout
+
+
+@needs_proc
+def test_stop_group_escalates_to_kill():
+    stubborn = _sleeper("stubborn", ignore_term=True)
+    try:
+        time.sleep(0.3)  # the TERM handler is installed
+        assert demo_state.stop_group(stubborn.pid, timeout=0.5) == "killed (KILL)"
+        assert _wait_gone(stubborn, 5)
+        assert stubborn.returncode == -signal.SIGKILL
+    finally:
+        if stubborn.poll() is None:
+            stubborn.kill()
+            stubborn.wait()
+
+
+@pytest.fixture
+def no_claude(monkeypatch, tmp_path):
+    monkeypatch.setenv("TURBO_CLAUDE_BIN", str(tmp_path / "no-such-claude"))
+    reset_settings()
+    yield
+    monkeypatch.undo()
+    reset_settings()
+
+
+def test_agent_runs_skipped_without_claude(no_claude, tmp_path, capsys):
+    assert demo.run_agents([], tmp_path, model=None) is None
+    assert "claude not found on PATH: agent runs skipped" in capsys.readouterr().out
+
+
+def test_sample_database_rebuilt_only_when_stale(tmp_path):
+    path = tmp_path / "sample.duckdb"
+    built, _ = demo_data.ensure_database(path, 2_000)
+    assert built
+    assert demo_data.ensure_database(path, 2_000) == (False, 0.0)
+    assert demo_data.database_info(path) == {
+        "schema_version": demo_data.SCHEMA_VERSION, "orders": 2_000}
+    built, _ = demo_data.ensure_database(path, 3_000)  # other size: rebuilt
+    assert built and demo_data.database_info(path)["orders"] == 3_000

@@ -1,0 +1,153 @@
+"""Workflows on real workers: DAG order and overlap, skips, expansion, cancellation."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+
+from celeryapp import flows
+
+WAIT = 90
+
+
+@pytest.fixture
+def flow_worker(start_worker):
+    """A worker on its own queue with four slots for agent steps."""
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    worker = start_worker(queues=f"{queue}", concurrency=4,
+                          env={"TURBO_AGENT_CONCURRENCY": "4"})
+    worker.queue = queue
+    return worker
+
+
+def sleep_step(seconds: float, needs=(), label="") -> dict:
+    return {"agent": f"{label} [fake:sleep={seconds}]", "needs": list(needs), "timeout": 60}
+
+
+def span(state: dict, name: str) -> tuple[float, float]:
+    step = state["steps"][name]
+    return step["started"], step["ended"]
+
+
+def test_diamond_runs_in_dependency_order_with_parallel_middle(flow_worker):
+    flow_id = flows.submit({"name": "diamond", "defaults": {"queue": flow_worker.queue}, "steps": {
+        "a": {"query": "SELECT 21 AS half"},
+        "b": sleep_step(1.5, ["a"], "left {{ a.rows[0][0] }}"),
+        "c": sleep_step(1.5, ["a"], "right"),
+        "d": {"needs": ["b", "c"], "query": "SELECT {{ a.rows[0][0] }} * 2 AS whole"},
+    }})
+    state = flows.wait(flow_id, WAIT)
+    assert state["state"] == "succeeded", json.dumps(state, indent=1)
+    a, b, c, d = (span(state, n) for n in "abcd")
+    assert a[1] <= b[0] and a[1] <= c[0]
+    assert max(b[1], c[1]) <= d[0]
+    assert b[0] < c[1] and c[0] < b[1], "b and c should overlap"
+    result = flows.get_state(flow_id)["steps"]["d"]
+    assert result["worker"] == flow_worker.name and result["attempts"] == 1
+    from celery.result import AsyncResult
+
+    assert AsyncResult(result["task_id"]).get(timeout=5)["rows"] == [[42]]
+    agent = AsyncResult(state["steps"]["b"]["task_id"]).get(timeout=5)
+    assert "left 21" in agent["result"]  # the parent's rows were rendered into the prompt
+
+
+def test_non_series_parallel_dag_follows_its_critical_path(flow_worker):
+    # A->C, A->D, B->D. Stage-by-stage would take 1+2 (A,B) + 2 (C,D) = 4 s;
+    # the critical path is 3 s (A 1 s -> C 2 s, and B 2 s -> D 1 s).
+    flow_id = flows.submit({"name": "nsp", "defaults": {"queue": flow_worker.queue}, "steps": {
+        "A": sleep_step(1), "B": sleep_step(2),
+        "C": sleep_step(2, ["A"]), "D": sleep_step(1, ["A", "B"]),
+    }})
+    state = flows.wait(flow_id, WAIT)
+    assert state["state"] == "succeeded"
+    A, B, C, D = (span(state, n) for n in "ABCD")
+    assert C[0] < B[1], "C waited for B, which it does not need"
+    assert D[0] >= max(A[1], B[1])
+    makespan = max(C[1], D[1]) - min(A[0], B[0])
+    # generous for a loaded 2-core machine; the overlap above is what tells the designs
+    # apart (bench/dag.py measures the makespan against the critical path)
+    assert makespan < 5.5, f"makespan {makespan:.2f}s vs critical path 3s"
+
+
+def test_failed_step_skips_descendants_and_independent_branch_finishes(flow_worker):
+    flow_id = flows.submit({"name": "skip", "defaults": {"queue": flow_worker.queue}, "steps": {
+        "bad": {"query": "SELECT * FROM no_such_table"},
+        "child": {"needs": ["bad"], "query": "SELECT 1"},
+        "grandchild": {"needs": ["child"], "query": "SELECT 1"},
+        "independent": sleep_step(1),
+        "after_independent": {"needs": ["independent"], "query": "SELECT 2"},
+    }})
+    state = flows.wait(flow_id, WAIT)
+    steps = state["steps"]
+    assert state["state"] == "failed"
+    assert steps["bad"]["state"] == "failed" and "no_such_table" in steps["bad"]["error"]
+    assert steps["bad"]["attempts"] == 1
+    for name in ("child", "grandchild"):
+        assert steps[name]["state"] == "skipped"
+        assert steps[name]["skipped_because"] == "bad"
+    assert steps["independent"]["state"] == "succeeded"
+    assert steps["after_independent"]["state"] == "succeeded"
+    report = flows.flow_report(state)
+    assert report["steps"]["child"]["skipped_because"] == "bad"
+
+
+def test_on_complete_callback_adds_steps(flow_worker):
+    flow_id = flows.submit({"name": "expand", "defaults": {"queue": flow_worker.queue}, "steps": {
+        "count_orders": {"query": "SELECT count(*) FROM orders",
+                         "on_complete": "tests.support.flow_callbacks:add_report_step"},
+    }})
+    state = flows.wait(flow_id, WAIT)
+    assert state["state"] == "succeeded", json.dumps(state, indent=1)
+    assert set(state["steps"]) == {"count_orders", "report", "echo"}
+    assert state["steps"]["report"]["added_by"] == "count_orders"
+    from celery.result import AsyncResult
+
+    assert AsyncResult(state["steps"]["report"]["task_id"]).get(timeout=5)["rows"] == [[10000]]
+    assert state["steps"]["report"]["spec"]["queue"] == flow_worker.queue  # defaults apply
+
+
+def test_agent_output_adds_steps(flow_worker, tmp_path):
+    answer = tmp_path / "answer.json"
+    answer.write_text(json.dumps({"steps": {
+        "follow_up": {"needs": ["plan"], "query": "SELECT 'from the agent' AS origin"}}}))
+    flow_id = flows.submit({"name": "agent-expand", "defaults": {"queue": flow_worker.queue},
+                            "steps": {"plan": {"agent": f"plan [fake:answer-file={answer}]",
+                                               "expand": True}}})
+    state = flows.wait(flow_id, WAIT)
+    assert state["state"] == "succeeded", json.dumps(state, indent=1)
+    assert state["steps"]["follow_up"]["state"] == "succeeded"
+
+
+def test_invalid_added_steps_fail_the_step_with_the_reason(flow_worker):
+    flow_id = flows.submit({"name": "bad-expand", "defaults": {"queue": flow_worker.queue},
+                            "steps": {"a": {"query": "SELECT 1",
+                                            "on_complete": "tests.support.flow_callbacks:bad_steps"},
+                                      "b": {"needs": ["a"], "query": "SELECT 2"}}})
+    state = flows.wait(flow_id, WAIT)
+    assert state["state"] == "failed"
+    assert "needs unknown step 'no_such_step'" in state["steps"]["a"]["error"]
+    assert state["steps"]["b"]["state"] == "skipped"
+
+
+def test_cancel_stops_running_steps_at_the_source(start_worker):
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    start_worker(queues=queue, concurrency=1)
+    endless = "SELECT sum((i * j) % 7) FROM range(1000000) a(i), range(1000000) b(j)"
+    flow_id = flows.submit({"name": "cancel", "defaults": {"queue": queue}, "steps": {
+        "long": {"query": endless, "timeout": 600},
+        "next": {"needs": ["long"], "query": "SELECT 1"},
+    }})
+    deadline = time.monotonic() + WAIT
+    while flows.get_state(flow_id)["steps"]["long"]["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    flows.cancel(flow_id)
+    state = flows.get_state(flow_id)
+    assert state["state"] == "cancelled"
+    assert {s["state"] for s in state["steps"].values()} == {"cancelled"}
+    # the single slot is free again only if the statement was really cancelled
+    from tasks.query import run_query
+
+    assert run_query.delay("SELECT 5", queue=queue).get(timeout=30)["rows"] == [[5]]
