@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo demo-down test bench clean browser-deps
+.PHONY: venv demo demo-down test test-unit lint-imports bench clean browser-deps
 
 # editable_mode=compat puts the checkout on sys.path with a plain .pth line: the
 # default import-hook finder costs every Python start here ~25 ms (turbo, workers,
@@ -31,7 +31,16 @@ demo-down: $(STAMP)
 # root with apt-get (best effort: elsewhere that one test says why it is skipped).
 test: $(STAMP)
 	-@$(MAKE) --no-print-directory browser-deps
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The unit tests alone: no Redis, no workers, a few seconds.
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# The architecture contracts in pyproject.toml (one import direction; make test runs it too).
+lint-imports: $(STAMP)
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_cls="celeryapp.overrides.redaction:RedactingTask",  # inspect replies, plain @app.task
     )
     app.conf.update(celery_config(settings or get_settings()))
-    app.loader.override_backends = backend.OVERRIDES  # redis:// and rediss:// results (backend.py)
+    app.loader.override_backends = backend.OVERRIDES  # redis:// and rediss:// results (overrides/backend.py)
     return app
 
 

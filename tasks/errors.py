@@ -3,10 +3,20 @@
 They are defined in :mod:`celeryapp.core.errors` so that the submit side (``delay()``,
 ``turbo``, the flow engine) raises the same classes without importing tasks.
 """
-from celeryapp.core.errors import (AgentError, AgentNotFound, AgentRateLimited,
-                                   EngineNotConfigured, EngineUnavailable, InvalidRequest,
-                                   PermanentError, QueryError, SlotsBusy, TaskTimeout,
-                                   TransientError, TurboError)
+from celeryapp.core.errors import (
+                                   AgentError,
+                                   AgentNotFound,
+                                   AgentRateLimited,
+                                   EngineNotConfigured,
+                                   EngineUnavailable,
+                                   InvalidRequest,
+                                   PermanentError,
+                                   QueryError,
+                                   SlotsBusy,
+                                   TaskTimeout,
+                                   TransientError,
+                                   TurboError,
+)
 
 __all__ = ["AgentError", "AgentNotFound", "AgentRateLimited", "EngineNotConfigured",
            "EngineUnavailable", "InvalidRequest", "PermanentError", "QueryError", "SlotsBusy",

@@ -7,9 +7,9 @@ from pathlib import Path
 from celery.exceptions import SoftTimeLimitExceeded
 
 from celeryapp import app
-from celeryapp.worker import running
 from celeryapp.config import get_settings
 from celeryapp.core.names import QUERY_TASK
+from celeryapp.worker import running
 
 from . import sql as sql_runner
 from .base import TurboTask, check_retries

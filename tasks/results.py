@@ -11,6 +11,7 @@ import datetime as dt
 import decimal
 import math
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -94,8 +95,6 @@ def _chain(held, stream):
 def sweep_expired(directory: Path, max_age_s: float, now: float | None = None) -> int:
     """Delete spilled results (and abandoned partial files) older than ``max_age_s``:
     they expire with the task results that point at them. Returns how many went."""
-    import time
-
     now = time.time() if now is None else now
     removed = 0
     for path in list(Path(directory).glob("*.parquet")) + list(Path(directory).glob("*.parquet.part")):

@@ -4,7 +4,7 @@ real ``celery worker`` processes. Never the machine's Redis, never eager mode.
 ``pytest_configure`` sets the test environment (the server's URL among it) before
 any test module imports ``celeryapp.app``; the server itself starts with the first
 integration or system test (their conftest asks for it), so ``tests/unit`` runs
-without one. Layout: ``unit/`` (no Redis, no subprocess), ``integration/`` (real
+without one. Layout: ``unit/`` (no Redis, no workers), ``integration/`` (real
 Redis, real workers), ``system/`` (network namespaces, deploy files, a browser),
 ``support/`` (helpers, fakes, the namespace harness).
 """

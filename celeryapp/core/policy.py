@@ -7,8 +7,6 @@ path imports it); the limits come in as values, not as the pydantic settings.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from .errors import InvalidRequest
 from .names import DEFAULT_PRIORITY, NOTIFY_HEADER, PRIORITIES, QUEUE_SEP, host_queue
 
@@ -86,6 +84,8 @@ def check_retries(retries) -> int | None:
 
 def check_notify(spec) -> dict:
     """``{"webhook": "https://...", "dir": "/path"}`` with at least one of them."""
+    from collections.abc import Mapping  # here: `collections` costs the shell path 2 ms
+
     if not isinstance(spec, Mapping) or not (spec.get("webhook") or spec.get("dir")):
         raise ValueError("notify must be a mapping with 'webhook' (http(s) URL) and/or 'dir'")
     unknown = set(spec) - {"webhook", "dir"}

@@ -10,8 +10,20 @@
 """
 from __future__ import annotations
 
-from .engine import (TERMINAL, cancel, dispatch_ready, flow_report, get_state, prepare,
-                     step_failed, step_revoked, step_started, step_succeeded, submit, wait)
+from .engine import (
+                     TERMINAL,
+                     cancel,
+                     dispatch_ready,
+                     flow_report,
+                     get_state,
+                     prepare,
+                     step_failed,
+                     step_revoked,
+                     step_started,
+                     step_succeeded,
+                     submit,
+                     wait,
+)
 from .spec import FlowSpecError
 
 __all__ = ["FlowSpecError", "TERMINAL", "cancel", "dispatch_ready", "flow_report", "get_state",

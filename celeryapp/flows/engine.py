@@ -25,13 +25,19 @@ from jinja2.nativetypes import NativeEnvironment
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..config import get_settings
-from ..core.names import AGENT_TASK, FLOW_HEADER, QUERY_TASK, STEP_HEADER, \
-    host_queue
+from ..core.names import AGENT_TASK, FLOW_HEADER, QUERY_TASK, STEP_HEADER, host_queue
 from ..core.policy import priority_value
 from ..notices import notify_later, summary
 from ..submit import registered
-from .spec import FlowSpecError, StepSpec, descendants, load, templated_values, validate, \
-    validate_steps
+from .spec import (
+    FlowSpecError,
+    StepSpec,
+    descendants,
+    load,
+    templated_values,
+    validate,
+    validate_steps,
+)
 from .store import FlowStore
 
 log = logging.getLogger(__name__)

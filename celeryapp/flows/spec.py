@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
+import yaml  # YAML is a superset of JSON
+from jinja2 import Environment, TemplateSyntaxError, meta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from celeryapp.core.names import PRIORITIES
@@ -121,8 +123,6 @@ def load(source: str | Path | Mapping) -> dict:
         text, where = source, "<text>"
     else:
         raise FlowSpecError([f"workflow file {str(source)!r} does not exist"])
-    import yaml  # YAML is a superset of JSON
-
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -303,8 +303,6 @@ def templated_values(step: StepSpec) -> list[tuple[str, str]]:
 
 
 def _check_references(steps: Mapping[str, StepSpec], everything: Mapping[str, StepSpec]) -> list[str]:
-    from jinja2 import Environment, TemplateSyntaxError, meta
-
     env = Environment()
     problems = []
     for name, step in steps.items():

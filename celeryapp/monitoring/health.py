@@ -34,8 +34,11 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from celeryapp.config import get_settings
 from celeryapp.core.names import HEALTH_REPLY_KEY as REPLY_KEY
 from celeryapp.core.names import PING_TASK, host_queue
+from celeryapp.monitoring.flower import client_name, events_subscribed
+
 PING_PRIORITY = 0  # critical: ahead of any work waiting in the host queue
 SCAN_BATCH = 1000
 
@@ -196,8 +199,6 @@ def find_stale(app, older_than: float = 0.0, ping_timeout: float = 2.0) -> list[
 # --- flower ---------------------------------------------------------------------------
 def flower_url() -> str:
     """Flower's /healthcheck from the settings (a wildcard address asked on loopback)."""
-    from celeryapp.config import get_settings
-
     settings = get_settings()
     address = settings.flower_address
     if address in ("0.0.0.0", "::", ""):
@@ -231,8 +232,6 @@ def local_flower_pids() -> list[int]:
 
 
 def check_flower(url: str, pid: int | None = None) -> Outcome:
-    from celeryapp.monitoring.flower import client_name, events_subscribed
-
     try:
         with urllib.request.urlopen(url, timeout=5) as reply:
             if reply.status != 200:

@@ -14,9 +14,11 @@ Two halves:
   retried) and ``revoked``. Failed runs add the cost their error message reports
   (claude bills failed runs too). A slot wait is not a run.
 
-* **Exporting.** ``python -m celeryapp.monitoring.metrics`` serves ``/metrics`` in the
-  Prometheus text format (standard library HTTP server; ``TURBO_METRICS_PORT``,
-  default 9808, ``TURBO_METRICS_ADDRESS``, default 127.0.0.1)::
+* **Exporting.** ``python -m celeryapp.monitoring.metrics`` serves ``/metrics`` with
+  ``prometheus_client``: a :class:`Collector` reads Redis at each scrape, in a
+  registry of its own (so none of the client's process metrics), behind
+  ``prometheus_client.start_http_server`` (``TURBO_METRICS_PORT``, default 9808,
+  ``TURBO_METRICS_ADDRESS``, default 127.0.0.1)::
 
       turbo_queue_messages{queue}                      messages waiting, all priorities
       turbo_queue_messages_by_priority{queue,priority,step}
@@ -38,13 +40,20 @@ import json
 import logging
 import math
 import re
+import signal
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterable
 
+import redis
 from celery import signals
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector as PrometheusCollector
 
+from celeryapp.config import get_settings
 from celeryapp.core.names import AGENT_TASK, PRIORITIES, PRIORITY_STEPS, QUEUE_SEP, QUEUES
 
 log = logging.getLogger(__name__)
@@ -80,8 +89,6 @@ def cost_from_error(exc) -> float | None:
 
 
 def outcome_of(exc) -> str:
-    from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-
     names = {cls.__name__ for cls in type(exc).__mro__}
     if "AgentRateLimited" in names:
         return "rate_limited"
@@ -150,43 +157,15 @@ def _agent_revoked(sender=None, request=None, **_):
 
 
 # --- exporting -----------------------------------------------------------------------
-class Family:
-    """One metric family: name, type, help and its samples."""
+def render(families: Iterable[Metric]) -> str:
+    """These metric families in the Prometheus text format (0.0.4), by prometheus_client."""
+    families = list(families)
 
-    def __init__(self, name: str, kind: str, help_text: str):
-        self.name, self.kind, self.help = name, kind, help_text
-        self.samples: list[tuple[str, dict[str, str], float]] = []
+    class Collected(PrometheusCollector):
+        def collect(self):
+            return families
 
-    def add(self, value: float, suffix: str = "", **labels: str) -> "Family":
-        self.samples.append((self.name + suffix, labels, value))
-        return self
-
-
-def _escape(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "+Inf" if value > 0 else "-Inf"
-        return repr(value)
-    return str(value)
-
-
-def render(families: list[Family]) -> str:
-    """The Prometheus text exposition format (version 0.0.4)."""
-    lines = []
-    for family in families:
-        lines.append(f"# HELP {family.name} {family.help}")
-        lines.append(f"# TYPE {family.name} {family.kind}")
-        for name, labels, value in family.samples:
-            label_text = ",".join(f'{key}="{_escape(val)}"' for key, val in labels.items())
-            lines.append(f"{name}{{{label_text}}} {_number(value)}" if label_text
-                         else f"{name} {_number(value)}")
-    return "\n".join(lines) + "\n"
+    return generate_latest(Collected()).decode()
 
 
 def priority_lists(queue: str) -> list[tuple[int, str]]:
@@ -213,13 +192,11 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class Collector:
-    """Reads the broker and the result backend; one instance per exporter."""
+class Collector(PrometheusCollector):
+    """Reads the broker and the result backend at each scrape; one per exporter."""
 
     def __init__(self, settings=None, discover_interval: float = 30.0,
                  extra_queues: tuple[str, ...] = ()):
-        from celeryapp.config import get_settings
-
         self.settings = settings or get_settings()
         self.discover_interval = discover_interval
         self.extra_queues = tuple(extra_queues)
@@ -230,8 +207,6 @@ class Collector:
 
     # redis clients, made on first use and kept
     def _client(self, url: str):
-        import redis
-
         kwargs = {"socket_timeout": 5, "socket_connect_timeout": 5, "health_check_interval": 25}
         ssl_options = self.settings.redis_ssl_options()
         if url.startswith("rediss://") and ssl_options:
@@ -264,47 +239,45 @@ class Collector:
             self._discovered, self._discovered_at = found, now
         return sorted(set(QUEUES) | set(self.extra_queues) | self._discovered)
 
-    def collect(self) -> list[Family]:
+    def collect(self) -> list[Metric]:
         with self._lock:
             started = time.monotonic()
-            up = Family("turbo_redis_up", "gauge", "1 if the broker and backend Redis answered")
-            families = [up]
             try:
-                families += self._queue_families() + self._agent_families()
-                up.add(1)
+                families, up = self._queue_families() + self._agent_families(), 1
             except Exception as exc:
                 log.warning("metrics scrape failed: %r", exc)
                 self._broker = self._backend = None  # reconnect next time
-                up.add(0)
-            families.append(Family("turbo_scrape_duration_seconds", "gauge",
-                                   "time this scrape took").add(time.monotonic() - started))
-            return families
+                families, up = [], 0
+            return [
+                GaugeMetricFamily("turbo_redis_up", "1 if the broker and backend Redis answered",
+                                  value=up),
+                *families,
+                GaugeMetricFamily("turbo_scrape_duration_seconds", "time this scrape took",
+                                  value=time.monotonic() - started),
+            ]
 
-    def _queue_families(self) -> list[Family]:
+    def _queue_families(self) -> list[Metric]:
         queues = self.queues()
         pipe = self.broker.pipeline(transaction=False)
         for queue in queues:
             for _, name in priority_lists(queue):
                 pipe.llen(name)
         lengths = iter(pipe.execute())
-        total = Family("turbo_queue_messages", "gauge",
-                       "messages waiting in a queue (sum of its priority lists)")
-        by_priority = Family("turbo_queue_messages_by_priority", "gauge",
-                             "messages waiting in a queue at one priority step (0 first)")
+        total = GaugeMetricFamily("turbo_queue_messages",
+                                  "messages waiting in a queue (sum of its priority lists)",
+                                  labels=["queue"])
+        by_priority = GaugeMetricFamily(
+            "turbo_queue_messages_by_priority",
+            "messages waiting in a queue at one priority step (0 first)",
+            labels=["queue", "priority", "step"])
         for queue in queues:
             count = 0
             for step, _ in priority_lists(queue):
                 n = next(lengths)
                 count += n
-                by_priority.add(n, queue=queue, priority=_STEP_NAMES.get(step, str(step)),
-                                step=str(step))
-            total.add(count, queue=queue)
+                by_priority.add_metric([queue, _STEP_NAMES.get(step, str(step)), str(step)], n)
+            total.add_metric([queue], count)
 
-        unacked = Family("turbo_unacked_messages", "gauge",
-                         "messages delivered to workers and not acknowledged yet "
-                         "(running, reserved, or waiting for an ETA)")
-        by_queue = Family("turbo_unacked_messages_by_queue", "gauge",
-                          "unacknowledged messages by the queue they came from")
         counts: dict[str, int] = {queue: 0 for queue in queues}
         n = 0
         for _, payload in self.broker.hscan_iter(UNACKED_KEY, count=500):
@@ -315,24 +288,32 @@ class Collector:
                 routing_key = "?"
             queue = _text(routing_key) or "?"
             counts[queue] = counts.get(queue, 0) + 1
-        unacked.add(n)
+        unacked = GaugeMetricFamily("turbo_unacked_messages",
+                                    "messages delivered to workers and not acknowledged yet "
+                                    "(running, reserved, or waiting for an ETA)", value=n)
+        by_queue = GaugeMetricFamily("turbo_unacked_messages_by_queue",
+                                     "unacknowledged messages by the queue they came from",
+                                     labels=["queue"])
         for queue, count in sorted(counts.items()):
-            by_queue.add(count, queue=queue)
+            by_queue.add_metric([queue], count)
         return [total, by_priority, unacked, by_queue]
 
-    def _agent_families(self) -> list[Family]:
+    def _agent_families(self) -> list[Metric]:
         pipe = self.backend.pipeline(transaction=False)
         pipe.hgetall(COST_KEY)
         pipe.hgetall(RUNS_KEY)
         costs, runs = pipe.execute()
-        cost = Family("turbo_agent_cost_usd", "counter",
-                      "dollars the agent CLIs reported, by profile")
+        # counters: prometheus_client names the samples <name>_total
+        cost = CounterMetricFamily("turbo_agent_cost_usd",
+                                   "dollars the agent CLIs reported, by profile",
+                                   labels=["profile"])
         for profile, value in sorted((_text(k), float(v)) for k, v in costs.items()):
-            cost.add(value, "_total", profile=profile)
-        count = Family("turbo_agent_runs", "counter", "agent runs by profile and outcome")
+            cost.add_metric([profile], value)
+        count = CounterMetricFamily("turbo_agent_runs", "agent runs by profile and outcome",
+                                    labels=["profile", "outcome"])
         for field, value in sorted((_text(k), int(v)) for k, v in runs.items()):
             profile, _, outcome = field.rpartition(":")
-            count.add(value, "_total", profile=profile or DEFAULT_PROFILE, outcome=outcome)
+            count.add_metric([profile or DEFAULT_PROFILE, outcome], value)
         return [cost, count]
 
     def close(self) -> None:
@@ -340,38 +321,7 @@ class Collector:
             client.close()
 
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def make_server(collector: Collector, address: str, port: int) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "agent-turbo-metrics"
-
-        def do_GET(self):  # noqa: N802 (http.server's naming)
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                body, status, kind = render(collector.collect()).encode(), 200, CONTENT_TYPE
-            elif path in ("/", "/healthcheck"):
-                body, status, kind = b"agent-turbo metrics: /metrics\n", 200, "text/plain"
-            else:
-                body, status, kind = b"not found\n", 404, "text/plain"
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, fmt, *args):
-            log.debug("%s " + fmt, self.address_string(), *args)
-
-    server = ThreadingHTTPServer((address, port), Handler)
-    server.daemon_threads = True
-    return server
-
-
 def main(argv: list[str] | None = None) -> int:
-    from celeryapp.config import get_settings
-
     settings = get_settings()
     parser = argparse.ArgumentParser(prog="python -m celeryapp.monitoring.metrics", description=__doc__
                                      .split("\n\n")[0])
@@ -387,17 +337,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     collector = Collector(settings, args.discover_interval, tuple(args.queue))
+    registry = CollectorRegistry()  # ours only: no process/GC metrics of the exporter
+    registry.register(collector)
     if args.once:
-        sys.stdout.write(render(collector.collect()))
+        sys.stdout.write(render(registry.collect()))
+        collector.close()
         return 0
-    server = make_server(collector, args.address, args.port)
+    server, thread = start_http_server(args.port, args.address, registry)
     host, port = server.server_address[:2]
     print(f"agent-turbo metrics on http://{host}:{port}/metrics", flush=True)
     try:
-        server.serve_forever()
+        thread.join()
     except KeyboardInterrupt:
         pass
     finally:
+        server.shutdown()
         server.server_close()
         collector.close()
     return 0
@@ -408,7 +362,5 @@ def _interrupt(*_):
 
 
 if __name__ == "__main__":
-    import signal as _signal
-
-    _signal.signal(_signal.SIGTERM, _interrupt)  # a clean stop on TERM
+    signal.signal(signal.SIGTERM, _interrupt)  # a clean stop on TERM
     sys.exit(main())

@@ -31,7 +31,13 @@ from celery.result import AsyncResult
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
 
-from celeryapp.core.names import FLOW_HEADER, NOTIFY_TASK, RECENT_KEEP, RECENT_KEY, header
+from celeryapp.core.names import (
+    FLOW_HEADER,
+    NOTIFY_TASK,
+    RECENT_KEEP,
+    RECENT_KEY,
+    header,
+)
 from celeryapp.core.redaction import redact
 
 # KEYS: meta key, recent list. ARGV: meta JSON, ttl s (0 = none), recent member ("" = none),

@@ -29,7 +29,12 @@ from celery.events.dispatcher import EventDispatcher
 from celery.utils.saferepr import saferepr
 from celery.worker.request import Request
 
-from celeryapp.core.redaction import TEXT_LIMIT, redact, redact_event_fields, redact_text
+from celeryapp.core.redaction import (
+    TEXT_LIMIT,
+    redact,
+    redact_event_fields,
+    redact_text,
+)
 
 
 class RedactingAMQP(AMQP):

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import os
 import threading
-from queue import Empty
 from contextlib import contextmanager
 from functools import cached_property
+from queue import Empty
 from time import monotonic, time
 
 from kombu.log import get_logger

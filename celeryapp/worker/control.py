@@ -23,8 +23,9 @@ from celery.worker import state as worker_state
 from celery.worker.control import control_command, inspect_command, nok, ok
 from celery.worker.control import revoke as _revoke
 
-from celeryapp.worker import running
+from celeryapp.config import get_settings
 from celeryapp.core.names import AGENT_TASK, QUERY_TASK
+from celeryapp.worker import running
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,6 @@ def _register(sender=None, task_id=None, task=None, args=None, kwargs=None, **_)
     worker = task.request.hostname or "unknown"
     given = _arguments(task, args, kwargs)
     if kind == "query":
-        from celeryapp.config import get_settings
-
         info = {"engine": given.get("engine") or get_settings().default_engine,
                 "sql": running.preview(given.get("sql")), "statement_id": None,
                 "pid": os.getpid()}

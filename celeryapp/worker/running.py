@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from celeryapp.core.redaction import redact_text  # inspect replies mask secrets like Flower does
+from celeryapp.core.redaction import (
+    redact_text,  # inspect replies mask secrets like Flower does
+)
 
 PREVIEW_CHARS = 200
 STATEMENT_POLL_S = 0.5

@@ -4,7 +4,7 @@ A profile turns ``(prompt, options)`` into an argv list (never a shell string)
 and the finished process (exit code, stdout, stderr) into result fields, raising
 :class:`AgentRateLimited` (retryable) or :class:`AgentError` (permanent) when the
 run failed. Success is judged from exit code, ``is_error``, ``subtype`` and the
-API status together: claude exits 0 on a rate limit (DESIGN.md 3.12).
+API status together: claude exits 0 on a rate limit.
 Pure Python; the Celery task and the tests share it.
 """
 from __future__ import annotations

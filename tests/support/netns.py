@@ -1,4 +1,4 @@
-"""Linux network namespaces as "hosts" for the multi-host test (tests/test_multihost.py).
+"""Linux network namespaces as "hosts" for the multi-host test (tests/system/test_multihost.py).
 
 Topology, all of it inside namespaces of our own (the root namespace, i.e. the
 machine's network, is never touched)::

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from celeryapp.core import names as constants
+from celeryapp.core import names
 from celeryapp.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,9 +68,9 @@ def module_exists(name: str) -> bool:
 
 
 def known_queue(name: str) -> bool:
-    host = name[len(constants.HOST_QUEUE_PREFIX):]
-    return name in constants.QUEUES or (
-        name.startswith(constants.HOST_QUEUE_PREFIX) and bool(re.fullmatch(r"[\w-]+|%i", host)))
+    host = name[len(names.HOST_QUEUE_PREFIX):]
+    return name in names.QUEUES or (
+        name.startswith(names.HOST_QUEUE_PREFIX) and bool(re.fullmatch(r"[\w-]+|%i", host)))
 
 
 def settings_from(env: dict[str, str], monkeypatch) -> Settings:

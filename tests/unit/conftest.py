@@ -1,1 +1,1 @@
-"""Unit tests: no Redis, no subprocess, seconds for the lot (``make test-unit``)."""
+"""Unit tests: no Redis, no workers, seconds for the lot (``make test-unit``)."""
