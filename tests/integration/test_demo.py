@@ -17,8 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from celeryapp.dev import demo, demo_data, demo_state
 from celeryapp.config import reset_settings
+from celeryapp.dev.demo import data as demo_data
+from celeryapp.dev.demo import services as demo_services
+from celeryapp.dev.demo import state as demo_state
+from celeryapp.dev.demo import workload as demo_workload
+from support.helpers import gone, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_CLAUDE = ROOT / "tests" / "support" / "fakes" / "claude"
@@ -79,7 +83,7 @@ def test_flower_counts_only_this_runs_tasks():
     """Flower's state persists across demo runs: earlier tasks must not be counted."""
     flower_tasks = {"a": {"state": "SUCCESS"}, "b": {"state": "FAILURE"},
                     "old": {"state": "SUCCESS"}, "c": {"state": "SUCCESS"}}
-    assert demo.count_states(flower_tasks, {"a", "b", "c", "missing"}) == \
+    assert demo_services.count_states(flower_tasks, {"a", "b", "c", "missing"}) == \
         {"SUCCESS": 2, "FAILURE": 1}
 
 
@@ -142,6 +146,56 @@ def test_ctrl_c_stops_everything(tmp_path):
     assert not (tmp_path / "state.json").exists()
 
 
+def group_of(pgids: set[int]) -> list[int]:
+    """Processes (zombies too) whose process group is one of ``pgids``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) in pgids:
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+@needs_proc
+def test_down_stops_what_keep_left_running(tmp_path):
+    """`--keep`, then `--down` (`make demo-down`): nothing the demo started is left."""
+    env = demo_env(tmp_path, TURBO_CLAUDE_BIN=str(tmp_path / "no-such-claude"))
+    kept = subprocess.run([sys.executable, "-m", "celeryapp.dev.demo", "--keep"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=280)
+    state_file = tmp_path / "state.json"
+    recorded = json.loads(state_file.read_text())["processes"] if state_file.exists() else []
+    leaders = {record["pid"] for record in recorded}
+    try:
+        assert kept.returncode == 0, kept.stdout[-4000:] + kept.stderr[-4000:]
+        assert "--keep:" in kept.stdout
+        assert sorted(record["name"] for record in recorded) == [
+            "flower", "redis", "worker@alpha", "worker@beta"]
+        started = group_of(leaders)  # the four and their children (the pool processes)
+        assert len(started) > len(leaders)
+        assert not [pid for pid in started if gone(pid)], "all running before --down"
+
+        down = subprocess.run([sys.executable, "-m", "celeryapp.dev.demo", "--down"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+        for record in recorded:
+            assert re.search(rf"{re.escape(record['name'])} \(pid {record['pid']}\): "
+                             rf"(stopped|killed)", down.stdout), down.stdout
+        assert "not running" not in down.stdout, down.stdout
+        assert [pid for pid in started if not gone(pid)] == []
+        assert [pid for pid in group_of(leaders) if not gone(pid)] == []
+        assert not state_file.exists()
+        assert not (tmp_path / "redis").exists()  # its config held the password
+    finally:
+        for pgid in leaders:  # whatever --down missed must not outlive the test
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 def _sleeper(*tag: str, ignore_term: bool = False) -> subprocess.Popen:
     code = "import signal, time\n"
     if ignore_term:
@@ -161,15 +215,17 @@ def _wait_gone(proc: subprocess.Popen, timeout: float = 10.0) -> bool:
 @needs_proc
 def test_down_stops_an_abandoned_process(tmp_path):
     abandoned = _sleeper("worker@abandoned", str(tmp_path))
-    innocent = _sleeper("unrelated")  # a recycled pid: its command line does not match
+    innocent = _sleeper("unrelated")
+    started = int(demo_state.start_time(innocent.pid))
     state = {"demo_pid": None, "processes": [
         {"name": "worker@abandoned", "pid": abandoned.pid,
-         "markers": ["worker@abandoned", str(tmp_path)]},
-        {"name": "redis", "pid": innocent.pid, "markers": ["redis-server", ":6399"]},
+         "start_time": demo_state.start_time(abandoned.pid), "argv": abandoned.args},
+        # a recycled pid: the process recorded under it started earlier than this one
+        {"name": "redis", "pid": innocent.pid, "start_time": str(started - 100),
+         "argv": innocent.args},
     ]}
     (tmp_path / "state.json").write_text(json.dumps(state))
     try:
-        time.sleep(0.3)  # let both exec python, so their command lines are final
         out = subprocess.run([sys.executable, "-m", "celeryapp.dev.demo", "--down"], cwd=ROOT,
                              env=demo_env(tmp_path), capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
@@ -187,6 +243,32 @@ def test_down_stops_an_abandoned_process(tmp_path):
     again = subprocess.run([sys.executable, "-m", "celeryapp.dev.demo", "--down"], cwd=ROOT,
                            env=demo_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "Nothing to stop" in again.stdout
+
+
+@needs_proc
+def test_down_finds_the_pool_of_a_worker_gone_alone(tmp_path):
+    """A worker killed on its own leaves its pool processes in its group: --down knows
+    them by the argv the demo launched the worker with."""
+    code = "import os, time\nif os.fork() == 0:\n    time.sleep(600)\n"  # a fork stays
+    leader = subprocess.Popen([sys.executable, "-c", code, "worker@gone", str(tmp_path)],
+                              start_new_session=True)
+    started = demo_state.start_time(leader.pid)
+    try:
+        leader.wait(10)
+        pool = wait_for(lambda: group_of({leader.pid}), 10, "the forked pool process")
+        state = {"demo_pid": None, "processes": [
+            {"name": "worker@gone", "pid": leader.pid, "start_time": started,
+             "argv": leader.args}]}
+        (tmp_path / "state.json").write_text(json.dumps(state))
+        out = subprocess.run([sys.executable, "-m", "celeryapp.dev.demo", "--down"], cwd=ROOT,
+                             env=demo_env(tmp_path), capture_output=True, text=True, timeout=60)
+        assert f"worker@gone (pid {leader.pid}): stopped (TERM)" in out.stdout, out.stdout
+        assert all(gone(pid) for pid in pool)
+    finally:
+        try:
+            os.killpg(leader.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @needs_proc
@@ -213,7 +295,7 @@ def no_claude(monkeypatch, tmp_path):
 
 
 def test_agent_runs_skipped_without_claude(no_claude, tmp_path, capsys):
-    assert demo.run_agents([], tmp_path, model=None) is None
+    assert demo_workload.run_agents([], tmp_path, model=None) is None
     assert "claude not found on PATH: agent runs skipped" in capsys.readouterr().out
 
 

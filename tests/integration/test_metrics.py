@@ -11,6 +11,7 @@ import uuid
 import pytest
 from support.helpers import wait_for
 import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
 from celeryapp.monitoring import metrics
@@ -164,9 +165,11 @@ def test_agent_cost_and_runs(exporter, celery_app, shared_worker):
 
 # --- units ----------------------------------------------------------------------------
 def test_render_is_valid_prometheus_text():
-    fam = metrics.Family("turbo_x", "gauge", "a help text")
-    fam.add(3, queue='we"ird\\name\n').add(1.5, queue="b")
-    counter = metrics.Family("turbo_c", "counter", "c").add(2.25, "_total", profile="claude")
+    fam = GaugeMetricFamily("turbo_x", "a help text", labels=["queue"])
+    fam.add_metric(['we"ird\\name\n'], 3)
+    fam.add_metric(["b"], 1.5)
+    counter = CounterMetricFamily("turbo_c", "c", labels=["profile"])
+    counter.add_metric(["claude"], 2.25)
     samples = parse(metrics.render([fam, counter]))
     assert samples[("turbo_x", frozenset({("queue", 'we"ird\\name\n')}))] == 3
     assert samples[("turbo_c_total", frozenset({("profile", "claude")}))] == 2.25
