@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     unacked_restore_interval: int = 10
     send_sent_event: bool = False
     event_flush_delay: float = Field(default=0.1, ge=0)
+    # TURBO_STOCK_CELERY: kombu's and Celery's own Redis transport, result backend and
+    # worker consumer instead of celeryapp/overrides (a way out of a regression there);
+    # secrets stay redacted. Set it on workers and clients alike.
+    stock_celery: bool = False
 
     # --- limits and retries -------------------------------------------------
     query_timeout: float = C.DEFAULT_QUERY_TIMEOUT

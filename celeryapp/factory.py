@@ -12,6 +12,12 @@ from .config import PRIORITIES, Settings, get_settings
 from .core.names import DEFAULT_QUEUE, PRIORITY_STEPS, QUEUES, TASK_ROUTES
 from .core.urls import is_redis
 from .overrides import backend
+from .overrides.stock import STOCK_AMQP, STOCK_BACKENDS
+
+TRANSPORT = "celeryapp.overrides.transport:Transport"
+CONSUMER = "celeryapp.overrides.consumer:Consumer"
+AMQP = "celeryapp.overrides.redaction:RedactingAMQP"  # stock: STOCK_AMQP, redaction only
+STOCK_CONSUMER = "celery.worker.consumer:Consumer"  # Celery's default worker_consumer
 
 
 def task_queues() -> tuple[Queue, ...]:
@@ -23,7 +29,11 @@ def task_queues() -> tuple[Queue, ...]:
 
 
 def celery_config(settings: Settings) -> dict:
-    """Celery settings derived from ours; the README's "Reliability settings" says why."""
+    """Celery settings derived from ours; the README's "Reliability settings" says why.
+
+    With ``stock_celery`` (TURBO_STOCK_CELERY): kombu's own Redis transport and
+    Celery's own worker consumer (``create_app`` picks the result backend)."""
+    overrides = not settings.stock_celery
     transport = {
         "visibility_timeout": settings.visibility_timeout,
         "priority_steps": PRIORITY_STEPS,
@@ -41,7 +51,7 @@ def celery_config(settings: Settings) -> dict:
     return {
         "broker_url": settings.broker,
         # same URLs, kombu's Redis transport minus a client object per publish
-        "broker_transport": "celeryapp.overrides.transport:Transport" if redis_broker else None,
+        "broker_transport": TRANSPORT if redis_broker and overrides else None,
         "result_backend": settings.backend,
         # never pickle: a pickled message is refused by the worker
         "task_serializer": "json",
@@ -69,8 +79,10 @@ def celery_config(settings: Settings) -> dict:
         "task_send_sent_event": settings.send_sent_event,
         "worker_send_task_events": True,
         # task events leave in batches of up to 24 per message, at most this late
-        "worker_consumer": "celeryapp.overrides.consumer:Consumer",
+        # (stock: Celery's, which flushes on the loop's next turn; the delay is unused)
+        "worker_consumer": CONSUMER if overrides else STOCK_CONSUMER,
         "turbo_event_flush_delay": settings.event_flush_delay,
+        "turbo_stock_celery": settings.stock_celery,  # shown by `celery inspect conf`
         "broker_connection_retry_on_startup": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_queues": task_queues(),
@@ -87,17 +99,21 @@ def celery_config(settings: Settings) -> dict:
 
 
 def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    stock = settings.stock_celery  # TURBO_STOCK_CELERY: no transport/backend/consumer override
     app = Celery(
         "agent_turbo",
         include=["tasks.query", "tasks.agent", "tasks.flow", "tasks.notify", "tasks.health",
                  "tasks.hooks"],
-        # secrets masked wherever Flower and inspect get task data from
-        amqp="celeryapp.overrides.redaction:RedactingAMQP",      # argsrepr/kwargsrepr, task-sent
+        # secrets masked wherever Flower and inspect get task data from (in both modes)
+        amqp=STOCK_AMQP if stock else AMQP,                      # argsrepr/kwargsrepr, task-sent
         events="celeryapp.overrides.redaction:RedactingEvents",  # result/traceback texts in task events
         task_cls="celeryapp.overrides.redaction:RedactingTask",  # inspect replies, plain @app.task
     )
-    app.conf.update(celery_config(settings or get_settings()))
-    app.loader.override_backends = backend.OVERRIDES  # redis:// and rediss:// results (overrides/backend.py)
+    app.conf.update(celery_config(settings))
+    # redis:// and rediss:// results: overrides/backend.py, or (stock) Celery's own plus
+    # redaction of the stored args and the recent list (overrides/stock.py)
+    app.loader.override_backends = STOCK_BACKENDS if stock else backend.OVERRIDES
     return app
 
 

@@ -32,13 +32,11 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
 
 from celeryapp.core.names import (
-    FLOW_HEADER,
-    NOTIFY_TASK,
     RECENT_KEEP,
     RECENT_KEY,
-    header,
 )
-from celeryapp.core.redaction import redact
+
+from .stored import RedactedResultMeta, recent_member
 
 # KEYS: meta key, recent list. ARGV: meta JSON, ttl s (0 = none), recent member ("" = none),
 # its score, members to keep. Returns 0 when the stored state is SUCCESS (nothing written).
@@ -69,19 +67,6 @@ return 1
 """
 
 
-def recent_member(request, task_id: str) -> str:
-    """``task:<id>`` for the recent list, or "" for what ``turbo ls`` leaves out:
-    workflow steps (their workflow is listed), notices and health probes."""
-    name = getattr(request, "task", None) or ""
-    if not isinstance(name, str):
-        name = getattr(name, "name", "") or ""
-    if name.startswith(("turbo.flow.", "turbo.health.")) or name == NOTIFY_TASK:
-        return ""
-    if request is not None and header(request, FLOW_HEADER):
-        return ""
-    return f"task:{task_id}"
-
-
 # cached on a backend and bound to its client's socket: not to be used across fork
 _PER_PROCESS = ("client", "_store_script", "_chord_part_return_script",
                 "_chord_cleanup_script", "_chord_claim_extend_script")
@@ -97,7 +82,7 @@ def _forget_clients_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_clients_in_child)
 
 
-class TurboRedisBackend(RedisBackend):
+class TurboRedisBackend(RedactedResultMeta, RedisBackend):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         _backends.add(self)
@@ -127,17 +112,6 @@ class TurboRedisBackend(RedisBackend):
             for node in waiting:
                 super().add_pending_result(node, weak=True, start_drainer=False)
         return super().iter_native(result, no_ack=no_ack, **kwargs)
-
-    def _get_result_meta(self, *args, **kwargs):
-        """``result_extended`` stores the task's args with each state: redacted, as the
-        message's argsrepr is, so a secret passed by mistake does not sit in the
-        backend (and Flower) until the result expires. The task runs with its own."""
-        meta = super()._get_result_meta(*args, **kwargs)
-        for field in ("args", "kwargs"):
-            value = meta.get(field)
-            if value and not isinstance(value, bytes):
-                meta[field] = redact(value)
-        return meta
 
     @cached_property
     def _store_script(self):

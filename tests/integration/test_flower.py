@@ -463,7 +463,7 @@ def test_message_headers_and_sent_event_are_redacted(celery_app):
 
 
 def test_use_project_config_only_for_flower(monkeypatch):
-    from celeryapp import flower as flower_module
+    from celeryapp.monitoring import flower as flower_module
 
     monkeypatch.delenv("FLOWER_CONF", raising=False)
     flower_module.use_project_config()  # no click context: nothing

@@ -203,7 +203,7 @@ def test_commands_prefer_what_the_task_code_reported(tmp_path, monkeypatch):
     (note(pid=...)): reported values win over the /proc fallback."""
     from types import SimpleNamespace
 
-    from celeryapp import inspect as commands
+    from celeryapp.worker import control as commands
 
     monkeypatch.setattr(running, "base_dir", lambda: tmp_path)
     state = SimpleNamespace(consumer=SimpleNamespace(hostname="worker@hooks"))
