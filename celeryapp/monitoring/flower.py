@@ -36,7 +36,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from celeryapp.config import Settings
 from celeryapp.core.processes import stop_group
+from celeryapp.core.redaction import format_flower_task
 from celeryapp.core.urls import is_redis
 
 CONFIG_FILE = Path(__file__).resolve().with_name("flowerconfig.py")
@@ -84,11 +88,6 @@ def flower_options(current=None, argv: list[str] | None = None) -> dict:
     (it holds what ``FLOWER_*`` variables and the command line set already);
     ``argv`` is the launcher's command line (for the same check before Flower runs).
     """
-    from pydantic import ValidationError
-
-    from celeryapp.config import Settings
-    from celeryapp.core.redaction import format_flower_task
-
     try:
         settings = Settings()
     except ValidationError as exc:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 SCHEMA_VERSION = 1
 """Bump when the tables change: an older database is then rebuilt."""
 DEFAULT_ROWS = 10_000_000
@@ -103,8 +105,6 @@ def database_info(path: Path) -> dict | None:
     """``{"schema_version", "orders"}`` of an existing demo database, else None."""
     if not path.exists():
         return None
-    import duckdb
-
     try:
         with duckdb.connect(str(path), read_only=True) as con:
             version, orders = con.execute(
@@ -123,8 +123,6 @@ def ensure_database(path: Path, rows: int) -> tuple[bool, float]:
     info = database_info(path)
     if info == {"schema_version": SCHEMA_VERSION, "orders": rows}:
         return False, 0.0
-    import duckdb
-
     started = time.monotonic()
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".building")
@@ -228,8 +226,6 @@ def run_sequentially(path: Path, queries: list[DemoQuery]) -> dict[str, tuple[fl
     This is how long a caller would block without the workers. Returns
     ``{name: (seconds, rows)}``.
     """
-    import duckdb
-
     timings: dict[str, tuple[float, int]] = {}
     with duckdb.connect(str(path), read_only=True) as con:
         con.execute("SET enable_progress_bar = false")
@@ -244,8 +240,6 @@ def run_sequentially(path: Path, queries: list[DemoQuery]) -> dict[str, tuple[fl
 @contextlib.contextmanager
 def interruptible():
     """DuckDB turns Ctrl-C during a statement into an error: give back the KeyboardInterrupt."""
-    import duckdb
-
     try:
         yield
     except (duckdb.InterruptException, RuntimeError) as exc:
