@@ -7,7 +7,7 @@
     python -m bench --only throughput --ablate    # + the project's worker minus each cost
 
 Benchmarks (one module each, ``run(ctx) -> dict``), in this order: memory, delay,
-throughput, parallel, chord, dag, rows, shell. Prints one table (metric, plain
+throughput, parallel, chord, dag, rows, query_throughput, shell, agent_pool. Prints one table (metric, plain
 Celery, Agent Turbo, target, met?) and writes every figure, with the machine's
 description, to var/bench/results.json. Run by hand, never part of CI.
 """
@@ -31,7 +31,9 @@ BENCHES = {
     "chord": "bench.chord_fanin",
     "dag": "bench.dag",
     "rows": "bench.rows",
+    "query_throughput": "bench.query_throughput",
     "shell": "bench.shell",
+    "agent_pool": "bench.agent_pool",
 }
 
 

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     default_engine: str = "duckdb"
     duckdb_path: str = ":memory:"
     duckdb_read_only: bool | None = None  # default: read-only for a file database
+    # threads of each DuckDB connection (SET threads); default: the CPUs divided among the
+    # worker's prefork processes (-c), at least 1 (tasks/engines: duckdb_threads)
+    duckdb_threads: int | None = Field(default=None, ge=1)
+    # engine connections a worker process keeps between queries (tasks/engines/pool.py):
+    # closed after this long unused (0: a new connection per query) or since opened
+    session_max_idle: float = Field(default=600.0, ge=0)
+    session_max_age: float = Field(default=3600.0, ge=0)
     results_dir: Path = Field(default_factory=_default_results_dir)
     max_inline_rows: int = 1000
     preview_rows: int = 20
@@ -66,17 +73,24 @@ class Settings(BaseSettings):
     claude_bin: str = "claude"
     codex_bin: str = "codex"
     gemini_bin: str = "gemini"
-    agent_concurrency: int = 2
+    # agent runs at once per host; default (unset): the io worker's concurrency
+    agent_concurrency: int | None = None
     agent_slots_dir: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / "agent-turbo" / "agent-slots")
     host: str = Field(default_factory=lambda: socket.gethostname().split(".")[0])
 
     # --- this host's worker (turbo-worker / python -m celeryapp.worker.host) ---
-    worker_queues: str = ",".join(C.QUEUES)
+    worker_queues: str = ",".join(C.ROLE_QUEUES[C.CPU_ROLE])  # the cpu (prefork) worker's
     worker_concurrency: int | None = None  # default: the CPU count
     worker_statedb: Path | None = None  # revokes survive restarts; default under results' parent
     worker_loglevel: str = "INFO"
     worker_pool: str = "prefork"
+    # the second worker of the host (turbo-worker --io): I/O-bound work on threads
+    worker_role: str = C.CPU_ROLE  # cpu | io; `turbo-worker --io` / `--role` win
+    io_worker_queues: str = ",".join(C.ROLE_QUEUES[C.IO_ROLE])
+    io_worker_concurrency: int = Field(default=64, ge=1)
+    io_worker_pool: str = "threads"
+    io_worker_statedb: Path | None = None  # default: io-<host>.db next to worker-<host>.db
 
     # --- flower and metrics ---
     # Flower (python -m celeryapp.monitoring.flower, or celery -A celeryapp flower: celeryapp/monitoring/flowerconfig.py)
@@ -101,6 +115,14 @@ class Settings(BaseSettings):
             raise ValueError(f"TURBO_HOST must be letters, digits, - or _, got {value!r}")
         return value
 
+    @field_validator("worker_role")
+    @classmethod
+    def _known_role(cls, value: str) -> str:
+        if value not in C.ROLES:
+            raise ValueError(f"TURBO_WORKER_ROLE must be one of {', '.join(C.ROLES)}, "
+                             f"got {value!r}")
+        return value
+
     @field_validator("default_priority")
     @classmethod
     def _known_priority(cls, value: str) -> str:
@@ -110,8 +132,8 @@ class Settings(BaseSettings):
 
     @field_validator("max_inline_rows", "preview_rows", "agent_concurrency", "max_retries")
     @classmethod
-    def _not_negative(cls, value: int) -> int:
-        if value < 0:
+    def _not_negative(cls, value: int | None) -> int | None:
+        if value is not None and value < 0:
             raise ValueError("must be >= 0")
         return value
 
@@ -131,6 +153,14 @@ class Settings(BaseSettings):
         return Limits(getattr(self, f"{kind}_timeout"), getattr(self, f"{kind}_max_timeout"),
                       self.time_limit_grace, f"TURBO_{kind.upper()}_MAX_TIMEOUT",
                       self.default_priority)
+
+    @property
+    def agent_slots(self) -> int:
+        """Agent runs at once on this host: TURBO_AGENT_CONCURRENCY, by default the io
+        worker's slots (agent runs wait on their CLI in its threads)."""
+        if self.agent_concurrency is not None:
+            return self.agent_concurrency
+        return self.io_worker_concurrency
 
     @property
     def longest_hard_limit(self) -> float:

@@ -89,6 +89,8 @@ def celery_config(settings: Settings) -> dict:
         "task_default_queue": DEFAULT_QUEUE,
         "task_default_exchange": DEFAULT_QUEUE,
         "task_default_routing_key": DEFAULT_QUEUE,
+        # by task name; TurboTask.apply_async (the request policy) also sends a query on
+        # a remote engine to `warehouse` and host-pinned work to the right worker
         "task_routes": TASK_ROUTES,
         "task_default_priority": PRIORITIES[settings.default_priority],
         "task_queue_max_priority": 10,

@@ -103,13 +103,16 @@ def run_agent(self, prompt: str, profile: str = "claude", *, cwd: str | None = N
     # The Celery soft limit is timeout + grace and also covers the slot wait and
     # the kill grace: keep both well inside that grace.
     grace = min(KILL_GRACE_MAX_S, settings.time_limit_grace / 3)
-    slots = HostSlots(settings.agent_slots_dir / settings.host, settings.agent_concurrency)
+    slots = HostSlots(settings.agent_slots_dir / settings.host, settings.agent_slots)
+    # threads pool: a revoke sets this event (no signal reaches a thread); prefork: unused
+    stop = running.stop_event()
     try:
-        with slots.acquire(min(SLOT_WAIT_S, timeout, grace), note=f"task {self.request.id}"):
+        with slots.acquire(min(SLOT_WAIT_S, timeout, grace), note=f"task {self.request.id}",
+                           stop=stop):
             result = runner.run(chosen.name, prompt, options,
                                 executable=getattr(settings, chosen.setting),
                                 timeout=timeout, cwd=cwd, kill_grace=grace,
-                                on_spawn=_note_pid)
+                                on_spawn=_note_pid, stop=stop)
     except SlotsBusy as exc:
         self.requeue_for_slot(exc)
     except SoftTimeLimitExceeded as exc:

@@ -1,5 +1,8 @@
 """The Celery base task: per-call timeouts become time limits, names become priorities,
-transient errors are retried with backoff and jitter, permanent ones fail at once."""
+queries and agent runs are routed to the worker that suits them, transient errors are
+retried with backoff and jitter, permanent ones fail at once, and a stop on request
+(revoke with terminate, cancel_task, a workflow's cancel) keeps the REVOKED state on
+prefork (signals) and threads pools (the task's stop event) alike."""
 from __future__ import annotations
 
 import logging
@@ -11,12 +14,18 @@ from celery.exceptions import Ignore
 
 from celeryapp.config import get_settings
 from celeryapp.core.policy import call_options, check_retries, check_timeout
+from celeryapp.worker import running
 
+from . import deadline
+from .deadline import Cancelled
 from .errors import InvalidRequest, TaskTimeout, TransientError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TurboTask", "check_retries"]
+
+# the runners find the stop event of the task their thread runs (threads pool cancel)
+deadline.set_stop_source(running.stop_event)
 
 
 class TurboTask(Task):
@@ -26,9 +35,30 @@ class TurboTask(Task):
 
     # --- submit side ----------------------------------------------------------
     def apply_async(self, args=None, kwargs=None, **options):
-        """Checked by the request policy (celeryapp.core.policy) before anything is sent."""
-        kwargs, options = call_options(kwargs, options, get_settings().limits(self.kind))
+        """Checked and routed by the request policy (celeryapp.core.policy) before
+        anything is sent: a DuckDB query to ``queries`` (prefork), a Databricks one to
+        ``warehouse``, an agent run to ``agents`` (the io worker); ``host=`` to that
+        host's worker of the same kind."""
+        settings = get_settings()
+        kwargs, options = call_options(kwargs, options, settings.limits(self.kind),
+                                       task=self.name, args=args or (),
+                                       default_engine=settings.default_engine)
         return super().apply_async(args, kwargs, **options)
+
+    # --- worker side: the body ---------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        """The body, plus the threads pool's revoke: a runner stopped by the task's
+        stop event raises Cancelled, and a body that outran a set stop event returns
+        a result nobody asked for any more; both keep the REVOKED state (Ignore)."""
+        started = time.monotonic()
+        try:
+            result = super().__call__(*args, **kwargs)
+        except Cancelled as exc:
+            raise self.cancelled(str(exc), started) from exc
+        stop = running.stop_event()
+        if stop is not None and stop.is_set():
+            raise self.cancelled("its result discarded", started)
+        return result
 
     def checked_timeout(self, timeout) -> float:
         try:
@@ -51,6 +81,13 @@ class TurboTask(Task):
         log.info("%s[%s] transient error, retry %d/%d in %.2fs: %s",
                  self.name, self.request.id, attempt + 1, budget, countdown, exc)
         raise self.retry(exc=exc, countdown=countdown, max_retries=budget)
+
+    def cancelled(self, what: str, started: float) -> Exception:
+        """What to raise once a stop on request (threads pool: the task's stop event)
+        cancelled the work: Ignore, the REVOKED state stored by the worker stays."""
+        log.warning("%s[%s] revoked after %.1fs: %s (cancelled at the source)",
+                    self.name, self.request.id, time.monotonic() - started, what)
+        return Ignore()
 
     def stopped(self, what: str, started: float) -> Exception:
         """What to raise after SoftTimeLimitExceeded, once the work was cancelled.

@@ -10,12 +10,23 @@ PRIORITIES: dict[str, int] = {"critical": 0, "high": 3, "normal": 6, "low": 9}
 PRIORITY_STEPS = sorted(set(PRIORITIES.values()))
 DEFAULT_PRIORITY = "normal"
 
-QUERY_QUEUE = "queries"
+QUERY_QUEUE = "queries"  # local engines (DuckDB): CPU-bound, the prefork worker
 AGENT_QUEUE = "agents"
-DEFAULT_QUEUE = "default"
-QUEUES = (QUERY_QUEUE, AGENT_QUEUE, DEFAULT_QUEUE)
+DEFAULT_QUEUE = "default"  # notices, workflow start, other tasks
+WAREHOUSE_QUEUE = "warehouse"  # remote engines (Databricks): they wait on I/O
+QUEUES = (QUERY_QUEUE, AGENT_QUEUE, DEFAULT_QUEUE, WAREHOUSE_QUEUE)
 QUEUE_SEP = ":"  # kombu's priority queue names: "queries", "queries:3", ...
 HOST_QUEUE_PREFIX = "host."  # not ":", kombu's priority separator
+
+# Two workers per host: "cpu" (prefork, local DuckDB) and "io" (threads pool: agent
+# runs, remote-engine queries, notices, workflow bookkeeping).
+CPU_ROLE = "cpu"
+IO_ROLE = "io"
+ROLES = (CPU_ROLE, IO_ROLE)
+ROLE_NODE = {CPU_ROLE: "worker", IO_ROLE: "io"}  # node name: worker@alpha, io@alpha
+ROLE_QUEUES = {CPU_ROLE: (QUERY_QUEUE,), IO_ROLE: (AGENT_QUEUE, DEFAULT_QUEUE, WAREHOUSE_QUEUE)}
+IO_HOST_QUEUE_SUFFIX = ".io"  # host.alpha.io: work pinned to io@alpha
+REMOTE_ENGINES = frozenset({"databricks"})  # queries that wait on a warehouse, not on a CPU
 
 QUERY_TASK = "turbo.query"
 AGENT_TASK = "turbo.agent"
@@ -44,9 +55,27 @@ STEP_HEADER = "turbo_step"  # the step's name in it
 NOTIFY_HEADER = "turbo_notify"  # a completion notice spec for a plain task
 
 
-def host_queue(host: str) -> str:
-    """The queue only ``worker@<host>`` consumes (agent runs pinned to a host)."""
-    return f"{HOST_QUEUE_PREFIX}{host}"
+def host_queue(host: str, role: str = CPU_ROLE) -> str:
+    """The queue only one worker of ``host`` consumes: ``host.alpha`` (``worker@alpha``,
+    the prefork worker) or, for the io role, ``host.alpha.io`` (``io@alpha``)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown worker role {role!r}; use one of {', '.join(ROLES)}")
+    return f"{HOST_QUEUE_PREFIX}{host}{IO_HOST_QUEUE_SUFFIX if role == IO_ROLE else ''}"
+
+
+def worker_node(host: str, role: str = CPU_ROLE) -> str:
+    """The node name of ``host``'s worker in ``role``: ``worker@alpha``, ``io@alpha``."""
+    return f"{ROLE_NODE[role]}@{host}"
+
+
+def node_role(node: str) -> tuple[str, str]:
+    """``worker@alpha`` -> (``cpu``, ``alpha``); ``io@alpha`` -> (``io``, ``alpha``);
+    a bare ``alpha`` is the cpu worker of alpha."""
+    prefix, at, host = node.partition("@")
+    if not at:
+        return CPU_ROLE, node
+    role = next((r for r, name in ROLE_NODE.items() if name == prefix), CPU_ROLE)
+    return role, host
 
 
 def header(request, name: str):

@@ -8,7 +8,9 @@ path imports it); the limits come in as values, not as the pydantic settings.
 from __future__ import annotations
 
 from .errors import InvalidRequest
-from .names import DEFAULT_PRIORITY, NOTIFY_HEADER, PRIORITIES, QUEUE_SEP, host_queue
+from .names import (AGENT_QUEUE, AGENT_TASK, CPU_ROLE, DEFAULT_PRIORITY, IO_ROLE, NOTIFY_HEADER,
+                    PRIORITIES, QUERY_QUEUE, QUERY_TASK, QUEUE_SEP, REMOTE_ENGINES,
+                    WAREHOUSE_QUEUE, host_queue)
 
 ROUTING_KWARGS = ("priority", "queue")
 """Options a caller may give next to task arguments: ``delay(sql, priority="high")``
@@ -97,12 +99,58 @@ def check_notify(spec) -> dict:
     return {key: str(value) for key, value in spec.items() if value}
 
 
-def call_options(kwargs: dict | None, options: dict, limits: Limits) -> tuple[dict, dict]:
+# --- routing: which worker of a host runs what -------------------------------------------
+EXPLICIT_DESTINATION = ("queue", "exchange", "routing_key")
+
+
+def query_engine(args=(), kwargs=None, default: str | None = None) -> str | None:
+    """The engine a ``turbo.query`` call names (``engine=``, or the third positional
+    argument: ``run_query(sql, params, engine)``), else ``default``."""
+    engine = (kwargs or {}).get("engine")
+    if engine is None and args and len(args) > 2:
+        engine = args[2]
+    return engine if engine is not None else default
+
+
+def role_for(task: str | None, engine: str | None = None) -> str:
+    """The worker role that runs ``task``: a query on a local engine (DuckDB) uses the
+    CPU and runs on the prefork worker; everything else waits on I/O (agent CLIs,
+    remote warehouses, webhooks, Redis) and runs on the io worker's threads.
+    Unknown tasks count as I/O: the io worker consumes ``default``."""
+    if task == QUERY_TASK and engine not in REMOTE_ENGINES:
+        return CPU_ROLE
+    return IO_ROLE
+
+
+def route(task: str | None, engine: str | None = None, host: str | None = None) -> str | None:
+    """The queue of one call by what it does, or None (Celery's default routing).
+
+    ``turbo.query``: ``queries`` (DuckDB), ``warehouse`` (a remote engine: Databricks);
+    ``turbo.agent``: ``agents``. With ``host``: that host's queue of the right worker,
+    ``host.<name>`` (prefork: local queries) or ``host.<name>.io`` (the rest).
+    """
+    role = role_for(task, engine)
+    if host is not None:
+        return host_queue(host, role)
+    if task == QUERY_TASK:
+        return QUERY_QUEUE if role == CPU_ROLE else WAREHOUSE_QUEUE
+    if task == AGENT_TASK:
+        return AGENT_QUEUE
+    return None
+
+
+def call_options(kwargs: dict | None, options: dict, limits: Limits, *,
+                 task: str | None = None, args=(),
+                 default_engine: str | None = None) -> tuple[dict, dict]:
     """(task kwargs, Celery options) for one call, checked; raises :class:`InvalidRequest`.
 
     Routing options given among the task's kwargs (``priority``, ``queue``, ``host``,
     ``notify``) move to the options; ``timeout`` stays for the runner's own deadline
     and sets the soft (timeout + grace) and hard (soft + grace) Celery limits.
+    With ``task`` (its name), a call without an explicit destination (``queue``,
+    ``exchange``/``routing_key``) is routed by :func:`route`: a query's engine
+    (``args``/``kwargs``, else ``default_engine``) picks ``queries`` or ``warehouse``,
+    ``host`` picks the right worker of that host. An explicit ``queue`` wins.
     """
     kwargs = dict(kwargs or {})
     options = dict(options)
@@ -110,10 +158,19 @@ def call_options(kwargs: dict | None, options: dict, limits: Limits) -> tuple[di
         if name in kwargs:
             options.setdefault(name, kwargs.pop(name))
     host = kwargs.pop("host", None)
+    if host is None:
+        host = options.pop("host", None)
+    else:
+        options.pop("host", None)
     if host is not None:
         if options.get("queue"):
             raise InvalidRequest("give queue or host, not both")
-        options["queue"] = host_queue(host)
+        options["queue"] = (route(task, query_engine(args, kwargs, default_engine), host)
+                            if task else host_queue(host))
+    elif task and not any(options.get(name) for name in EXPLICIT_DESTINATION):
+        queue = route(task, query_engine(args, kwargs, default_engine))
+        if queue is not None:
+            options["queue"] = queue
     try:
         if isinstance(options.get("queue"), str):
             check_queue_name(options["queue"])

@@ -1,7 +1,10 @@
-"""Start and stop real ``celery worker`` processes (demo and tests).
+"""Start and stop real ``celery worker`` processes (demo, tests, benchmarks).
 
 Each worker runs in its own session so that stopping it also reaches any
-agent process group a task left behind.
+agent process group a task left behind. By default one worker consumes every
+shared queue (what a host's two workers share in production, see
+``celeryapp.worker.host``); ``pool="threads"`` with a larger ``concurrency`` makes
+it the io worker's kind (the demo starts one of each per host).
 """
 from __future__ import annotations
 
@@ -12,14 +15,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from celeryapp.core.names import QUEUES
 from celeryapp.core.processes import stop_group
 
 
 @dataclass
 class WorkerProcess:
-    name: str  # e.g. worker@alpha
-    queues: str = "queries,agents,default"
-    concurrency: int = 2
+    name: str  # e.g. worker@alpha, io@alpha
+    queues: str = ",".join(QUEUES)  # queries, agents, default, warehouse
+    concurrency: int = 2  # prefork processes, or threads with pool="threads"
     env: dict[str, str] = field(default_factory=dict)
     logfile: Path | None = None
     pool: str = "prefork"

@@ -25,8 +25,8 @@ from jinja2.nativetypes import NativeEnvironment
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..config import get_settings
-from ..core.names import AGENT_TASK, FLOW_HEADER, QUERY_TASK, STEP_HEADER, host_queue
-from ..core.policy import priority_value
+from ..core.names import AGENT_TASK, FLOW_HEADER, QUERY_TASK, STEP_HEADER
+from ..core.policy import priority_value, route
 from ..notices import notify_later, summary
 from ..submit import registered
 from .spec import (
@@ -206,8 +206,8 @@ def _publish(state: dict, name: str, step: dict) -> None:
                "headers": {FLOW_HEADER: state["id"], STEP_HEADER: name}}
     if spec.queue:
         options["queue"] = spec.queue
-    elif spec.host:
-        options["queue"] = host_queue(spec.host)
+    elif spec.host:  # the host's worker that suits the step (the request policy's route)
+        options["host"] = spec.host
     if spec.kind == "query":
         kwargs = _present(rendered, "params", "engine", "timeout", "retries", "max_inline_rows")
         registered(QUERY_TASK).apply_async((rendered.query,), kwargs, **options)
@@ -217,6 +217,8 @@ def _publish(state: dict, name: str, step: dict) -> None:
         registered(AGENT_TASK).apply_async((rendered.agent,), kwargs, **options)
     else:
         options["priority"] = priority_value(spec.priority)
+        if "host" in options:
+            options["queue"] = route(spec.task, host=options.pop("host"))
         _app().send_task(spec.task, args=rendered.args or [], kwargs=rendered.kwargs or {},
                         **options)
 

@@ -2,8 +2,9 @@
 
 ``python -m celeryapp.monitoring.health live --worker worker@alpha [--timeout 30] [--attempts N]``
     Liveness that proves the worker *consumes*: a ``turbo.health.ping`` task goes
-    to the worker's own host queue (``host.alpha``) with an expiry, and must come
-    back from that worker in time. A worker whose every pool slot is busy cannot
+    to the worker's own host queue (``host.alpha`` for ``worker@alpha``, the prefork
+    worker; ``host.alpha.io`` for ``io@alpha``, the threads one) with an expiry, and
+    must come back from that worker in time. A worker whose every pool slot is busy cannot
     run it; it still counts as live when it answers a control ping and reports
     all slots taken (``--strict`` turns that allowance off). Exit 0 live, 1 not.
 
@@ -36,7 +37,7 @@ from pathlib import Path
 
 from celeryapp.config import get_settings
 from celeryapp.core.names import HEALTH_REPLY_KEY as REPLY_KEY
-from celeryapp.core.names import PING_TASK, host_queue
+from celeryapp.core.names import PING_TASK, host_queue, node_role, worker_node
 from celeryapp.monitoring.flower import client_name, events_subscribed
 
 PING_PRIORITY = 0  # critical: ahead of any work waiting in the host queue
@@ -50,15 +51,24 @@ class Outcome:
 
 
 def worker_name(worker: str) -> tuple[str, str]:
-    """``worker@alpha`` or ``alpha`` -> (``worker@alpha``, ``alpha``)."""
+    """``worker@alpha`` or ``alpha`` -> (``worker@alpha``, ``alpha``); ``io@alpha`` ->
+    (``io@alpha``, ``alpha``)."""
     if "@" in worker:
         return worker, worker.split("@", 1)[1]
-    return f"worker@{worker}", worker
+    return worker_node(worker), worker
+
+
+def own_queue(worker: str) -> str:
+    """The host queue only ``worker`` consumes: ``host.alpha`` for ``worker@alpha``,
+    ``host.alpha.io`` for ``io@alpha``."""
+    role, host = node_role(worker_name(worker)[0])
+    return host_queue(host, role)
 
 
 # --- live -----------------------------------------------------------------------------
 def check_live(app, worker: str, timeout: float = 30.0, strict: bool = False) -> Outcome:
-    name, host = worker_name(worker)
+    name, _ = worker_name(worker)
+    queue = own_queue(name)
     started = time.monotonic()
     reserve = 0.0 if strict else min(5.0, timeout / 4)  # left for the busy check
     task_id = str(uuid.uuid4())
@@ -66,7 +76,7 @@ def check_live(app, worker: str, timeout: float = 30.0, strict: bool = False) ->
     try:
         client = app.backend.client
         app.send_task(PING_TASK, kwargs={"sent": time.time()}, task_id=task_id,
-                      queue=host_queue(host), priority=PING_PRIORITY, expires=timeout)
+                      queue=queue, priority=PING_PRIORITY, expires=timeout)
         raw = _wait_for(client, key, started + max(0.5, timeout - reserve))
     except Exception as exc:  # broker unreachable, bad credentials
         return Outcome(False, f"{name}: health ping failed: {type(exc).__name__}: {exc}")
@@ -75,12 +85,12 @@ def check_live(app, worker: str, timeout: float = 30.0, strict: bool = False) ->
     if raw is None:
         if strict:
             return Outcome(False, f"{name}: health ping not run within {timeout:g}s "
-                                  f"(queue {host_queue(host)})")
+                                  f"(queue {queue})")
         left = max(1.0, timeout - (time.monotonic() - started))
-        return _busy_or_dead(app, name, host, timeout, left)
+        return _busy_or_dead(app, name, queue, timeout, left)
     reply = json.loads(raw)
     if reply.get("worker") != name:
-        return Outcome(False, f"{name}: health ping for {host_queue(host)} ran on "
+        return Outcome(False, f"{name}: health ping for {queue} ran on "
                               f"{reply.get('worker')} instead")
     return Outcome(True, f"{name} live: ping ran in pool pid {reply.get('pid')} "
                          f"after {time.monotonic() - started:.2f}s")
@@ -103,7 +113,7 @@ def _delete(app, key: str) -> None:
         pass
 
 
-def _busy_or_dead(app, name: str, host: str, timeout: float, left: float) -> Outcome:
+def _busy_or_dead(app, name: str, queue: str, timeout: float, left: float) -> Outcome:
     """The ping did not run: live only if the worker answers and every slot is taken."""
     try:
         inspector = app.control.inspect(destination=[name], timeout=min(left, 3.0))
@@ -115,14 +125,14 @@ def _busy_or_dead(app, name: str, host: str, timeout: float, left: float) -> Out
     if stats is None or active is None:
         return Outcome(False, f"{name}: health ping not run within {timeout:g}s and the "
                               f"worker does not answer (stopped, hung, or not consuming "
-                              f"{host_queue(host)})")
+                              f"{queue})")
     slots = int((stats.get("pool") or {}).get("max-concurrency") or 0)
     if slots and len(active) >= slots:
         return Outcome(True, f"{name} live but busy: all {slots} pool slots running tasks; "
-                             f"the health ping waits in {host_queue(host)}")
+                             f"the health ping waits in {queue}")
     return Outcome(False, f"{name}: answers control commands, {len(active)}/{slots or '?'} "
                           f"slots busy, yet did not run the health ping within {timeout:g}s "
-                          f"(is it consuming {host_queue(host)}?)")
+                          f"(is it consuming {queue}?)")
 
 
 # --- stale ----------------------------------------------------------------------------
@@ -270,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Agent Turbo health checks")
     sub = parser.add_subparsers(dest="check", required=True)
     live = sub.add_parser("live", help="prove a worker consumes from its host queue")
-    live.add_argument("--worker", required=True, help="worker@<host> (or just <host>)")
+    live.add_argument("--worker", required=True,
+                      help="worker@<host> (or just <host>), or io@<host> (the threads worker)")
     live.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
     live.add_argument("--strict", action="store_true",
                       help="fail when the ping cannot run, even if every slot is busy")

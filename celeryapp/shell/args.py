@@ -63,7 +63,10 @@ COMMANDS = [
                 Opt("--max-inline-rows", "int",
                     "rows returned inline before the result spills to Parquet", "N"),
                 *_common_options("TURBO_QUERY_TIMEOUT"),
-                Opt("--queue", help=f"queue (default {C.QUERY_QUEUE})"),
+                Opt("--queue", help=f"queue (default {C.QUERY_QUEUE}; {C.WAREHOUSE_QUEUE} for "
+                                    f"a remote engine such as databricks)"),
+                Opt("--host", help="run on this worker host (its queue host.HOST, or "
+                                   "host.HOST.io for a remote engine)"),
             ]),
     Command(("submit", "agent"), cmd_submit_agent,
             "run a headless agent CLI on a worker; prints the task id",
@@ -79,7 +82,8 @@ COMMANDS = [
                 Opt("--append-system-prompt", metavar="TEXT"),
                 *_common_options("TURBO_AGENT_TIMEOUT"),
                 Opt("--queue", help=f"queue (default {C.AGENT_QUEUE})"),
-                Opt("--host", help="run on this worker host (its queue host.HOST)"),
+                Opt("--host", help="run on this worker host (its io worker's queue "
+                                   "host.HOST.io)"),
             ]),
     Command(("submit", "flow"), cmd_submit_flow,
             "start a workflow from a YAML/JSON file; prints the workflow id",

@@ -6,7 +6,7 @@ import sys
 import time
 
 from ..core import names as C
-from ..core.policy import check_timeout, priority_value, time_limits
+from ..core.policy import check_timeout, priority_value, route, time_limits
 from . import resp
 from .common import EXIT_OK, FLOW_START_TASK, Failed, UsageError, backend, broker, env, \
     result_expires, sent_event, timeout_policy
@@ -79,7 +79,9 @@ def cmd_submit_query(a) -> int:
     if a.max_inline_rows is not None:
         kwargs["max_inline_rows"] = _non_negative(a.max_inline_rows, "--max-inline-rows")
     limits = checked_timeout(a.timeout, "query")
-    task_id = publish(C.QUERY_TASK, [sql], kwargs, queue=a.queue or C.QUERY_QUEUE,
+    engine = a.engine or env("TURBO_DEFAULT_ENGINE", "duckdb")
+    task_id = publish(C.QUERY_TASK, [sql], kwargs,
+                      queue=_queue(a, C.QUERY_TASK, engine),
                       priority=_priority(a.priority), limits=limits)
     print(task_id)
     return EXIT_OK
@@ -108,9 +110,7 @@ def cmd_submit_agent(a) -> int:
     if a.append_system_prompt:
         kwargs["append_system_prompt"] = a.append_system_prompt
     kwargs.update(_run_options(a))
-    if a.queue and a.host:
-        raise UsageError("give --queue or --host, not both")
-    queue = C.host_queue(a.host) if a.host else a.queue or C.AGENT_QUEUE
+    queue = _queue(a, C.AGENT_TASK)
     limits = checked_timeout(a.timeout, "agent")
     task_id = publish(C.AGENT_TASK, [prompt], kwargs, queue=queue,
                       priority=_priority(a.priority), limits=limits)
@@ -155,6 +155,16 @@ def cmd_submit_flow(a) -> int:
     resp.run_batches([(b, message.commands(b.db, sent_event=sent_event()))])
     print(flow_id)
     return EXIT_OK
+
+
+def _queue(a, task: str, engine: str | None = None) -> str:
+    """--queue, or --host's queue for this kind of work, or the kind's own queue:
+    the request policy's routing (celeryapp.core.policy.route), as delay() does."""
+    if a.queue and a.host:
+        raise UsageError("give --queue or --host, not both")
+    if a.queue:
+        return a.queue
+    return route(task, engine, a.host)
 
 
 def _run_options(a) -> dict:

@@ -11,6 +11,20 @@ Commands run in the worker's main process; the tasks run in prefork children,
 which describe themselves in :mod:`celeryapp.worker.running` files (fed by the
 ``task_prerun``/``task_postrun`` hooks below, plus the engine's statement id
 and the agent CLI's pid when the task code reports them).
+
+**Stopping a task on a threads pool** (the io worker). Celery's
+``revoke(terminate=True)`` calls ``pool.terminate_job(pid, signal)``, which the
+threads pool does not implement (a thread cannot be signalled): the revoke would
+fail before the task is marked REVOKED. On a pool without ``terminate_job`` the
+worker gets one that only logs (:func:`_in_process_pool`), so Celery goes on
+exactly as on prefork - REVOKED stored, message acked, id kept in the statedb, the
+``task_revoked`` signal sent - and the ``task_revoked`` hook below sets the task's
+stop event (:func:`celeryapp.worker.running.cancel`): the runner waiting on it
+interrupts the statement / kills the agent's process group, and the task ends
+keeping its REVOKED state (``tasks.base.TurboTask``). Every stop takes that path:
+``revoke(terminate=True)`` with any signal, ``turbo cancel``, ``cancel_task``, a
+workflow's cancel; so does Celery's cancel of running tasks on a broker connection
+loss (``task_retry`` without an error). Prefork is unchanged: signals, as before.
 """
 from __future__ import annotations
 
@@ -19,6 +33,7 @@ import logging
 import os
 
 from celery import signals
+from celery.concurrency.base import BasePool
 from celery.worker import state as worker_state
 from celery.worker.control import control_command, inspect_command, nok, ok
 from celery.worker.control import revoke as _revoke
@@ -31,12 +46,19 @@ log = logging.getLogger(__name__)
 
 CANCEL_SIGNAL = "SIGUSR1"  # the soft-limit path: the task cancels at the source, REVOKED
 KINDS = {QUERY_TASK: "query", AGENT_TASK: "agent"}
+_stops_by_event = False  # True in a worker whose pool runs tasks in this process (threads)
 
 
 # --- feeding the registry (in the process that runs the task) -------------------------
+_signatures: dict[str, _pyinspect.Signature] = {}
+
+
 def _arguments(task, args, kwargs) -> dict:
     try:
-        bound = _pyinspect.signature(task.run).bind_partial(*(args or ()), **(kwargs or {}))
+        signature = _signatures.get(task.name)
+        if signature is None:
+            signature = _signatures[task.name] = _pyinspect.signature(task.run)
+        bound = signature.bind_partial(*(args or ()), **(kwargs or {}))
     except (TypeError, ValueError):
         return dict(kwargs or {})
     return dict(bound.arguments)
@@ -77,6 +99,42 @@ def _pool_child(**_):
 def _fresh_start(sender=None, **_):
     # nothing runs yet; folders of workers that died are swept as well
     running.clear(sender.hostname)
+    _in_process_pool(getattr(sender, "pool", None))
+
+
+def _in_process_pool(pool) -> None:
+    """A pool that cannot terminate a job (threads, solo) gets a ``terminate_job`` that
+    lets Celery's revoke go on; the task is stopped through its event instead."""
+    global _stops_by_event
+    # prefork sets its own terminate_job on the instance when it starts (billiard's);
+    # gevent/eventlet define one; threads and solo keep BasePool's, which raises
+    own = getattr(getattr(pool, "terminate_job", None), "__func__", None)
+    if pool is None or own is not BasePool.terminate_job:
+        return
+
+    def terminate_job(pid, signal=None):
+        log.info("%s pool: no signal for a thread; the revoked task is stopped through "
+                 "its stop event (cancelled at the source)", type(pool).__module__)
+
+    pool.terminate_job = terminate_job
+    _stops_by_event = True
+    running.keep_in_memory()  # the inspect commands run in this very process
+
+
+@signals.task_revoked.connect
+def _stop_revoked(sender=None, request=None, terminated=False, **_):
+    # revoke(terminate=True): Celery stored REVOKED and acked; stop the work at the source
+    if _stops_by_event and terminated and request is not None:
+        running.cancel(request.id)
+
+
+@signals.task_retry.connect
+def _stop_cancelled(sender=None, request=None, einfo=None, **_):
+    # a retry without an error is Celery cancelling a running task (broker connection
+    # lost: its message is delivered again): on prefork its process is killed; here the
+    # work stops at the source. Only a task that runs: no early stop for a redelivery.
+    if _stops_by_event and einfo is None and request is not None:
+        running.cancel(request.id, early=False)
 
 
 @signals.worker_shutdown.connect
@@ -101,9 +159,12 @@ def running_queries(state, **kwargs):
 def running_agents(state, **kwargs):
     """Running agent CLIs: profile, CLI pid, elapsed, prompt preview, task id."""
     replies = []
+    main = os.getpid()
     for entry in _entries(state, "agent"):
         pid = entry.get("pid")
-        if not pid:  # not reported by the runner: the pool child's own child is the CLI
+        if not pid and entry["worker_pid"] != main:
+            # not reported by the runner yet: a prefork child's only child is the CLI
+            # (a threads pool's process has the CLIs of every task as children)
             found = running.children(entry["worker_pid"])
             pid = found[0] if len(found) == 1 else None
         replies.append({"task_id": entry.get("task_id"), "profile": entry.get("profile"),
@@ -123,14 +184,20 @@ def cancel_task(state, task_id, **kwargs):
                       if entry.get("task_id") == task_id), {})
     active = request in worker_state.active_requests
     # revoke + terminate: REVOKED stored, message acked, id kept in the statedb;
-    # SIGUSR1 reaches the task as SoftTimeLimitExceeded, which cancels at the source
-    # and frees the pool slot as soon as the task returns
+    # prefork: SIGUSR1 reaches the task as SoftTimeLimitExceeded, which cancels at the
+    # source and frees the pool slot as soon as the task returns; threads: the
+    # task_revoked hook sets the task's stop event, with the same effect
     _revoke(state, task_id, terminate=active, signal=CANCEL_SIGNAL)
+    by_event = active and _stops_by_event
+    if by_event:
+        running.cancel(task_id)  # set already by the task_revoked hook; no harm twice
     log.warning("cancel_task %s (%s): %s", task_id, request.name,
-                f"{CANCEL_SIGNAL} sent to pid {request.worker_pid}" if active
+                "stop event set" if by_event
+                else f"{CANCEL_SIGNAL} sent to pid {request.worker_pid}" if active
                 else "not started yet, discarded")
     return ok({"task_id": task_id, "name": request.name,
                "state": "terminating" if active else "revoked before start",
-               "signal": CANCEL_SIGNAL if active else None,
+               "signal": CANCEL_SIGNAL if active and not by_event else None,
+               "stop": ("event" if by_event else "signal") if active else None,
                "worker_pid": request.worker_pid if active else None,
                "kind": described.get("kind"), "elapsed_s": described.get("elapsed_s")})

@@ -14,6 +14,16 @@ statement id, the agent CLI's pid) and removes it when the task ends
 (:func:`unregister`). A child that died without cleaning up leaves a file whose
 pid is gone or no longer a child of the worker: readers skip it and delete it.
 
+A worker whose pool runs tasks in its own process (threads) keeps the entries in
+memory instead (:func:`keep_in_memory`): its inspect commands run in the same
+process, and a file write per task start is a cost a hundred threads pay in turn.
+
+Each entry also has a stop event (:func:`stop_event`): on an in-process pool
+(threads) a revoke with ``terminate=True`` cannot signal a thread, so the worker
+sets the task's event (:func:`cancel`, from the hooks in
+:mod:`celeryapp.worker.control`) and the runners, which wait on it, stop the work at
+the source. On prefork the event exists but is never set: signals do that job.
+
 Standard library only and no Celery: the runners may call :func:`note`
 (a no-op outside a registered task).
 """
@@ -25,6 +35,7 @@ import re
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -39,6 +50,10 @@ _local = threading.local()  # .task_id: the task this thread runs (prefork: the 
 _lock = threading.Lock()
 _entries: dict[str, tuple[Path, dict[str, Any]]] = {}  # task_id -> (file, entry)
 _main_pid: int | None = None  # the worker's main process, when this is a pool child
+_stops: dict[str, threading.Event] = {}  # task_id -> set when the task must stop
+_early: OrderedDict[str, None] = OrderedDict()  # cancelled before they registered
+EARLY_KEEP = 1000
+_in_memory = False  # threads pool: entries are not written to files (keep_in_memory)
 
 
 def base_dir() -> Path:
@@ -64,6 +79,13 @@ def main_pid() -> int:
     return _main_pid or os.getpid()  # threads/solo pools run tasks in the main process
 
 
+def keep_in_memory(on: bool = True) -> None:
+    """In a worker whose tasks run in its own process (threads pool): no files, the
+    readers (:func:`entries` in this process) see the entries in memory."""
+    global _in_memory
+    _in_memory = on
+
+
 def preview(text: Any, limit: int = PREVIEW_CHARS) -> str | None:
     """``text`` on one line, at most ``limit`` characters (an ellipsis marks a cut)."""
     if text is None:
@@ -74,22 +96,30 @@ def preview(text: Any, limit: int = PREVIEW_CHARS) -> str | None:
 
 # --- writer side: the process running the task --------------------------------------
 def register(kind: str, task_id: str, *, worker: str, **info: Any) -> Path:
-    """Record that this process (this thread) now runs ``task_id``; return its file."""
-    folder = worker_dir(worker)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Record that this process (this thread) now runs ``task_id``; return its file
+    (None when the entries are kept in memory)."""
     pid = os.getpid()
     entry = {"kind": kind, "task_id": task_id, "worker": worker, "worker_pid": pid,
              "started": time.time(), **info}
-    path = folder / f"{task_id}.json"
+    path = None
+    if not _in_memory:
+        folder = worker_dir(worker)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{task_id}.json"
     with _lock:
         # pid reuse after a crash: an older file of this pid is stale by definition
         # (prefork runs one task per process; threads share the pid, skip that case)
-        if not _entries:
-            for other in folder.glob("*.json"):
+        if path is not None and not _entries:
+            for other in path.parent.glob("*.json"):
                 if other != path and _read(other).get("worker_pid") == pid:
                     _unlink(other)
         _entries[task_id] = (path, entry)
-        _write(path, entry)
+        stop = _stops[task_id] = threading.Event()
+        if task_id in _early:  # cancelled between accept and start
+            del _early[task_id]
+            stop.set()
+        if path is not None:
+            _write(path, entry)
     _local.task_id = task_id
     return path
 
@@ -105,13 +135,15 @@ def note(task_id: str | None = None, **fields: Any) -> None:
             return
         path, entry = found
         entry.update(fields)
-        _write(path, entry)
+        if path is not None:
+            _write(path, entry)
 
 
 def unregister(task_id: str) -> None:
     with _lock:
         found = _entries.pop(task_id, None)
-    if found is not None:
+        _stops.pop(task_id, None)
+    if found is not None and found[0] is not None:
         _unlink(found[0])
     if getattr(_local, "task_id", None) == task_id:
         _local.task_id = None
@@ -119,6 +151,35 @@ def unregister(task_id: str) -> None:
 
 def current_task_id() -> str | None:
     return getattr(_local, "task_id", None)
+
+
+def stop_event(task_id: str | None = None) -> threading.Event | None:
+    """The stop event of ``task_id`` (default: this thread's task), None outside one.
+
+    Runners wait on it (``tasks.deadline.run_with_deadline(stop=...)``, the agent
+    runner's wait loop) and cancel at the source once it is set."""
+    task_id = task_id or getattr(_local, "task_id", None)
+    if not task_id:
+        return None
+    with _lock:
+        return _stops.get(task_id)
+
+
+def cancel(task_id: str, *, early: bool = True) -> bool:
+    """Ask the task ``task_id`` running in this process to stop; True if it runs here.
+
+    With ``early``, a task that has not registered yet (accepted, ``task_prerun`` still
+    to come) starts with its event set: a revoke never falls into that gap."""
+    with _lock:
+        stop = _stops.get(task_id)
+        if stop is None:
+            if early:
+                _early[task_id] = None
+                while len(_early) > EARLY_KEEP:
+                    _early.popitem(last=False)
+            return False
+    stop.set()
+    return True
 
 
 def on_session(session) -> None:
@@ -186,6 +247,9 @@ def entries(worker: str, kind: str | None = None, *, parent: int | None = None,
     only when its process is that one (threads/solo pool) or a child of it.
     """
     parent = os.getpid() if parent is None else parent
+    if _in_memory and parent == os.getpid():
+        yield from _memory_entries(kind)
+        return
     folder = worker_dir(worker, parent)
     if not folder.is_dir():
         return
@@ -201,6 +265,16 @@ def entries(worker: str, kind: str | None = None, *, parent: int | None = None,
             continue
         if kind is not None and entry.get("kind") != kind:
             continue
+        entry["elapsed_s"] = round(now - float(entry.get("started") or now), 3)
+        yield entry
+
+
+def _memory_entries(kind: str | None) -> Iterator[dict]:
+    now = time.time()
+    with _lock:
+        found = [dict(entry) for _, entry in _entries.values()
+                 if kind is None or entry.get("kind") == kind]
+    for entry in sorted(found, key=lambda entry: entry["task_id"]):
         entry["elapsed_s"] = round(now - float(entry.get("started") or now), 3)
         yield entry
 

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from ..deadline import Cancelled, StopEvent
 from ..errors import SlotsBusy
 
 POLL_S = 0.2
@@ -29,8 +30,10 @@ class HostSlots:
         self.count = count  # 0: no cap
 
     @contextmanager
-    def acquire(self, timeout: float, note: str = "") -> Iterator[int | None]:
-        """Hold a free slot for the block (its index); wait up to ``timeout`` seconds for one."""
+    def acquire(self, timeout: float, note: str = "",
+                stop: StopEvent | None = None) -> Iterator[int | None]:
+        """Hold a free slot for the block (its index); wait up to ``timeout`` seconds for
+        one (:class:`SlotsBusy` then), or until ``stop`` is set (:class:`Cancelled`)."""
         if self.count <= 0:
             yield None
             return
@@ -40,11 +43,17 @@ class HostSlots:
             held = self._try_any(note)
             if held is not None:
                 break
+            if stop is not None and stop.is_set():
+                raise Cancelled("stopped on request while waiting for an agent slot")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise SlotsBusy(f"all {self.count} agent slots in {self.directory} are busy "
                                 f"(TURBO_AGENT_CONCURRENCY={self.count})")
-            time.sleep(min(remaining, POLL_S * random.uniform(0.5, 1.5)))
+            pause = min(remaining, POLL_S * random.uniform(0.5, 1.5))
+            if stop is None:
+                time.sleep(pause)
+            else:
+                stop.wait(pause)
         index, fd = held
         try:
             yield index

@@ -172,7 +172,7 @@ def test_down_stops_what_keep_left_running(tmp_path):
         assert kept.returncode == 0, kept.stdout[-4000:] + kept.stderr[-4000:]
         assert "--keep:" in kept.stdout
         assert sorted(record["name"] for record in recorded) == [
-            "flower", "redis", "worker@alpha", "worker@beta"]
+            "flower", "io@alpha", "io@beta", "redis", "worker@alpha", "worker@beta"]
         started = group_of(leaders)  # the four and their children (the pool processes)
         assert len(started) > len(leaders)
         assert not [pid for pid in started if gone(pid)], "all running before --down"

@@ -56,7 +56,7 @@ def cancel(task_id: str, worker: str) -> dict:
 
 def host_worker(start_worker, concurrency: int = 1):
     host = f"i{uuid.uuid4().hex[:6]}"
-    return host, start_worker(host, queues=f"host.{host}", concurrency=concurrency)
+    return host, start_worker(host, queues=f"host.{host},host.{host}.io", concurrency=concurrency)
 
 
 def test_running_query_is_listed_and_cancel_task_revokes_it(start_worker):

@@ -121,7 +121,7 @@ def test_task_sent_event_only_when_enabled_and_equal_to_celerys(broker_client, c
 
 def test_agent_message_equals_celerys_and_host_routes(broker_client):
     host = f"h{uuid.uuid4().hex[:6]}"
-    queue = host_queue(host)
+    queue = host_queue(host, "io")  # agent runs pinned to a host go to its io worker
     kwargs = {"profile": "claude", "model": "sonnet", "max_turns": 3,
               "allowed_tools": ["Read", "Grep"], "timeout": 60}
     theirs_id = run_agent.apply_async(("summarise it",), kwargs, queue=queue).id

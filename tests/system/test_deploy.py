@@ -68,7 +68,8 @@ def module_exists(name: str) -> bool:
 
 
 def known_queue(name: str) -> bool:
-    host = name[len(names.HOST_QUEUE_PREFIX):]
+    """A shared queue, or a host queue: ``host.<name>`` (worker@) / ``host.<name>.io`` (io@)."""
+    host = name[len(names.HOST_QUEUE_PREFIX):].removesuffix(names.IO_HOST_QUEUE_SUFFIX)
     return name in names.QUEUES or (
         name.startswith(names.HOST_QUEUE_PREFIX) and bool(re.fullmatch(r"[\w-]+|%i", host)))
 
@@ -153,7 +154,8 @@ def duration_s(text: str) -> float:
 
 def test_compose_has_the_services_with_healthchecks(compose):
     services = compose["services"]
-    assert {"redis", "worker-alpha", "worker-beta", "flower", "metrics"} <= set(services)
+    assert {"redis", "worker-alpha", "worker-beta", "io-alpha", "io-beta", "flower",
+            "metrics"} <= set(services)
     for name, service in services.items():
         assert "healthcheck" in service, f"{name} has no healthcheck"
         if name != "redis":
@@ -179,37 +181,55 @@ def test_compose_redis_is_durable_and_keeps_the_password_off_the_command_line(co
     assert "redis-data:/data" in redis["volumes"]
 
 
+# per host: worker-<host> (prefork, worker@, host.<host>) and io-<host> (threads, io@)
+ROLES = {"worker": ("cpu", [], "worker", "prefork", ""),
+         "io": ("io", ["--io"], "io", "threads", ".io")}
+
+
 @pytest.mark.parametrize("source", [".env.example", "compose defaults"])
-def test_compose_workers(compose, dotenv, monkeypatch, source):
+def test_compose_workers(compose, dotenv, monkeypatch, capsys, source):
+    from celeryapp.worker.host import main as host_main
+    from celeryapp.worker.host import worker_argv
+
     if source == "compose defaults":  # only the required secrets set
         dotenv = {name: value for name, value in dotenv.items() if "PASSWORD" in name}
+    statedbs = set()
     for host in ("alpha", "beta"):
-        service = compose["services"][f"worker-{host}"]
-        assert service["command"] == ["python", "-m", "celeryapp.worker.host"]
-        env = service_env(service, dotenv)
-        assert env["TURBO_HOST"] == host
-        assert env["TURBO_BROKER_URL"] == "redis://redis:6379/0"
-        assert env["TURBO_REDIS_PASSWORD"] == dotenv["TURBO_REDIS_PASSWORD"]
-        assert not unknown_names(" ".join(env))
-        settings = settings_from(env, monkeypatch)
-        # the launcher's command: worker@<host>, known queues, statedb on the state volume
-        from celeryapp.worker.host import worker_argv
-
-        argv = worker_argv(settings)
-        assert argv[argv.index("-n") + 1] == f"worker@{host}"
-        queues = argv[argv.index("-Q") + 1].split(",")
-        assert f"host.{host}" in queues and all(known_queue(q) for q in queues), queues
-        mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in service["volumes"]}
-        assert mounts[str(settings.results_dir)] == "results"
-        statedb = next(a.split("=", 1)[1] for a in argv if a.startswith("--statedb="))
-        assert Path(statedb).parent.as_posix() in mounts, statedb
-        # warm shutdown must outlast the longest task
-        assert service["stop_signal"] == "SIGTERM"
-        assert duration_s(service["stop_grace_period"]) >= hard_limit(settings)
-        check = healthcheck_text(service)
-        assert "celeryapp.monitoring.health live --worker worker@$${TURBO_HOST}" in check
-        assert duration_s(service["healthcheck"]["timeout"]) > float(
-            re.search(r"--timeout (\d+)", check).group(1))
+        for prefix, (role, flags, node, pool, suffix) in ROLES.items():
+            service = compose["services"][f"{prefix}-{host}"]
+            assert service["command"] == ["python", "-m", "celeryapp.worker.host", *flags]
+            env = service_env(service, dotenv)
+            assert env["TURBO_HOST"] == host and service["hostname"] == host
+            assert env["TURBO_BROKER_URL"] == "redis://redis:6379/0"
+            assert env["TURBO_REDIS_PASSWORD"] == dotenv["TURBO_REDIS_PASSWORD"]
+            assert not unknown_names(" ".join(env))
+            settings = settings_from(env, monkeypatch)
+            # the launcher's command: <node>@<host>, its pool, the role's queues and host
+            # queue (local queries only on the prefork worker), statedb on the state volume
+            argv = worker_argv(settings, role)
+            assert argv[argv.index("-n") + 1] == f"{node}@{host}"
+            assert argv[argv.index("-P") + 1] == pool
+            queues = argv[argv.index("-Q") + 1].split(",")
+            assert f"host.{host}{suffix}" in queues and all(known_queue(q) for q in queues)
+            assert ("queries" in queues) == (role == "cpu"), queues
+            assert ("agents" in queues and "warehouse" in queues) == (role == "io"), queues
+            mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in service["volumes"]}
+            assert mounts[str(settings.results_dir)] == "results"
+            statedb = next(a.split("=", 1)[1] for a in argv if a.startswith("--statedb="))
+            assert Path(statedb).parent.as_posix() in mounts, statedb
+            statedbs.add(statedb)
+            # the flags of the command choose the same role
+            monkeypatch.setattr("celeryapp.worker.host.get_settings", lambda s=settings: s)
+            host_main([*flags, "--dry-run"])
+            assert f" -n {node}@{host} " in capsys.readouterr().out
+            # warm shutdown must outlast the longest task
+            assert service["stop_signal"] == "SIGTERM"
+            assert duration_s(service["stop_grace_period"]) >= hard_limit(settings)
+            check = healthcheck_text(service)
+            assert f"celeryapp.monitoring.health live --worker {node}@$${{TURBO_HOST}}" in check
+            assert duration_s(service["healthcheck"]["timeout"]) > float(
+                re.search(r"--timeout (\d+)", check).group(1))
+    assert len(statedbs) == 4  # the state volume is shared: one file per worker
 
 
 def test_compose_flower_and_metrics(compose, dotenv, monkeypatch):
@@ -305,7 +325,9 @@ UNITS = sorted(p.name for p in SYSTEMD.iterdir() if p.suffix in (".service", ".t
 
 def test_the_units_exist():
     assert {"turbo-worker@.service", "turbo-flower.service", "turbo-metrics.service",
-            "turbo-health@.service", "turbo-health@.timer"} <= set(UNITS)
+            "turbo-health@.service", "turbo-health@.timer", "turbo-worker-io@.service",
+            "turbo-health-io@.service", "turbo-health-io@.timer",
+            "turbo-worker-io-restart@.service"} <= set(UNITS)
 
 
 @pytest.mark.parametrize("name", UNITS)
@@ -328,32 +350,43 @@ def test_unit_commands_modules_and_references(name):
         assert (SYSTEMD / name.replace(".timer", ".service")).exists()
 
 
-def test_worker_unit(monkeypatch):
-    unit = parse_unit(SYSTEMD / "turbo-worker@.service")
+# unit suffix, worker.host flags, node name, health unit suffix
+WORKER_UNITS = {"turbo-worker@.service": ("", "worker", ""),
+                "turbo-worker-io@.service": (" --io", "io", "-io")}
+
+
+@pytest.mark.parametrize("name", WORKER_UNITS)
+def test_worker_units(monkeypatch, name):
+    flags, _, health = WORKER_UNITS[name]
+    unit = parse_unit(SYSTEMD / name)
     service = unit["Service"]
     assert "TURBO_HOST=%i" in service["Environment"]
-    assert service["ExecStart"] == [f"{VENV_PYTHON} -m celeryapp.worker.host"]
+    assert service["ExecStart"] == [f"{VENV_PYTHON} -m celeryapp.worker.host{flags}"]
     assert service["KillMode"] == ["mixed"] and service["KillSignal"] == ["SIGTERM"]
     assert service["Restart"] == ["on-failure"]
     values, _ = parse_env_file(ENV_TEMPLATE)
     longest = hard_limit(settings_from(values, monkeypatch))
     assert float(service["TimeoutStopSec"][0]) >= longest, (
         f"TimeoutStopSec {service['TimeoutStopSec'][0]} < the longest hard limit {longest}")
-    assert "turbo-health@%i.timer" in unit["Install"]["Also"]
+    assert f"turbo-health{health}@%i.timer" in unit["Install"]["Also"]
 
 
-def test_health_units_restart_the_worker_on_failure():
-    health = parse_unit(SYSTEMD / "turbo-health@.service")
+@pytest.mark.parametrize("name", WORKER_UNITS)
+def test_health_units_restart_the_worker_on_failure(name):
+    _, node, suffix = WORKER_UNITS[name]
+    worker_unit = name.replace("@.service", "@%i.service")
+    health = parse_unit(SYSTEMD / f"turbo-health{suffix}@.service")
     [command] = health["Service"]["ExecStart"]
-    assert "-m celeryapp.monitoring.health live --worker worker@%i" in command
+    assert f"-m celeryapp.monitoring.health live --worker {node}@%i" in command
     timeout = float(re.search(r"--timeout (\d+)", command).group(1))
     attempts = int(re.search(r"--attempts (\d+)", command).group(1))
     assert float(health["Service"]["TimeoutStartSec"][0]) > timeout * attempts + 30
-    assert health["Unit"]["OnFailure"] == ["turbo-worker-restart@%i.service"]
-    assert "is-active" in health["Service"]["ExecCondition"][0]
-    restart = parse_unit(SYSTEMD / "turbo-worker-restart@.service")
-    assert "try-restart turbo-worker@%i.service" in restart["Service"]["ExecStart"][0]
-    timer = parse_unit(SYSTEMD / "turbo-health@.timer")
+    restart_unit = name.replace("@.service", "-restart@%i.service")
+    assert health["Unit"]["OnFailure"] == [restart_unit]
+    assert f"is-active --quiet {worker_unit}" in health["Service"]["ExecCondition"][0]
+    restart = parse_unit(unit_file(restart_unit))
+    assert f"try-restart {worker_unit}" in restart["Service"]["ExecStart"][0]
+    timer = parse_unit(SYSTEMD / f"turbo-health{suffix}@.timer")
     assert timer["Timer"]["OnUnitActiveSec"] and timer["Install"]["WantedBy"] == ["timers.target"]
     stale = parse_unit(SYSTEMD / "turbo-stale.service")
     assert "-m celeryapp.monitoring.health stale" in stale["Service"]["ExecStart"][0]
@@ -397,6 +430,13 @@ def test_env_template_lists_every_setting_and_only_known_names(monkeypatch):
     settings = settings_from(values, monkeypatch)  # the template itself is valid
     assert settings.redis_ssl_options()["ssl_ca_certs"] == values["TURBO_REDIS_TLS_CA"]
     assert all(known_queue(q) for q in settings.worker_queues.split(","))
+    assert all(known_queue(q) for q in settings.io_worker_queues.split(","))
+    assert "TURBO_WORKER_ROLE" not in values, "a role here would override the units' roles"
+    from celeryapp.worker.host import worker_argv
+
+    statedbs = {next(a for a in worker_argv(settings, role) if a.startswith("--statedb="))
+                for role in ("cpu", "io")}
+    assert len(statedbs) == 2, "the two workers of a host need their own state files"
     # the TLS port of the URLs is the one redis.conf listens on
     port = directives(REDIS_CONF.read_text())["tls-port"][0]
     assert f":{port}/" in values["TURBO_BROKER_URL"]

@@ -93,7 +93,11 @@ class Cluster:
         self.wait_ready(netns.HOSTS)
 
     def start_worker(self, host: str, wait: bool = True) -> netns.NetnsWorker:
+        # one worker per host for every kind of work (a layout turbo-worker allows next to
+        # the usual prefork + io pair, which tests/integration/test_threads_pool.py and
+        # the deploy tests cover): this test is about hosts, links and host loss
         env = {**self.env(),
+               "TURBO_WORKER_QUEUES": f"queries,agents,default,warehouse,host.{host}.io",
                "TURBO_WORKER_STATEDB": str(self.workdir / "state" / f"worker-{host}.db")}
         worker = netns.NetnsWorker(self.topology, host, env,
                                    self.workdir / "logs" / f"worker-{host}.log").start()

@@ -51,3 +51,45 @@ def test_the_shell_wording_of_the_same_check():
     with pytest.raises(ValueError, match=r"^--timeout 4000s exceeds the maximum of 3600s for a "
                                          r"query \(TURBO_QUERY_MAX_TIMEOUT\)$"):
         check_timeout(4000, LIMITS, label="--timeout", where=" for a query")
+
+
+# --- routing: which worker of a host runs what ---------------------------------------------
+@pytest.mark.parametrize("task, args, kwargs, options, queue", [
+    ("turbo.query", (), {}, {}, "queries"),                            # DuckDB: prefork
+    ("turbo.query", (), {"engine": "duckdb"}, {}, "queries"),
+    ("turbo.query", (), {"engine": "databricks"}, {}, "warehouse"),    # remote: io worker
+    ("turbo.query", ("SELECT 1", None, "databricks"), {}, {}, "warehouse"),  # positional
+    ("turbo.agent", (), {}, {}, "agents"),
+    ("turbo.query", (), {"host": "alpha"}, {}, "host.alpha"),          # worker@alpha
+    ("turbo.query", (), {"host": "alpha", "engine": "databricks"}, {}, "host.alpha.io"),
+    ("turbo.agent", (), {"host": "alpha"}, {}, "host.alpha.io"),       # io@alpha
+    ("turbo.agent", (), {}, {"host": "alpha"}, "host.alpha.io"),       # host= as an option
+    ("turbo.notify", (), {}, {"host": "alpha"}, "host.alpha.io"),      # anything else: io
+    ("turbo.query", (), {"engine": "databricks"}, {"queue": "mine"}, "mine"),  # explicit wins
+    ("turbo.agent", (), {"queue": "mine"}, {}, "mine"),
+])
+def test_routing_by_kind_engine_and_host(task, args, kwargs, options, queue):
+    _, routed = call_options(kwargs, options, LIMITS, task=task, args=args)
+    assert routed["queue"] == queue
+
+
+def test_routing_follows_the_default_engine_and_leaves_other_tasks_to_celery():
+    _, routed = call_options({}, {}, LIMITS, task="turbo.query", default_engine="databricks")
+    assert routed["queue"] == "warehouse"
+    _, routed = call_options({}, {}, LIMITS, task="turbo.notify")
+    assert "queue" not in routed  # Celery's default routing: the default queue
+    # a retry or slot re-queue keeps the destination of the message it came from
+    _, routed = call_options({"engine": "databricks"}, {"exchange": "q-1", "routing_key": "q-1"},
+                             LIMITS, task="turbo.query")
+    assert "queue" not in routed
+
+
+def test_host_queue_and_node_names():
+    from celeryapp.core.names import host_queue, node_role, worker_node
+
+    assert host_queue("alpha") == "host.alpha" and host_queue("alpha", "io") == "host.alpha.io"
+    assert worker_node("alpha") == "worker@alpha" and worker_node("alpha", "io") == "io@alpha"
+    assert node_role("io@alpha") == ("io", "alpha")
+    assert node_role("worker@alpha") == node_role("alpha") == ("cpu", "alpha")
+    with pytest.raises(ValueError, match="unknown worker role"):
+        host_queue("alpha", "gpu")

@@ -58,7 +58,9 @@ def database(db: Path, rows: int, built: bool, build_s: float) -> None:
 
 
 def worker_ready(worker: WorkerProcess) -> None:
-    console.print(f"{worker.name} ready (pid {worker.pid}, {worker.concurrency} processes, "
+    slots = (f"{worker.concurrency} threads" if worker.pool == "threads"
+             else f"{worker.concurrency} processes")
+    console.print(f"{worker.name} ready (pid {worker.pid}, {worker.pool} pool, {slots}, "
                   f"queues {worker.queues}, log {show(worker.logfile)})")
 
 
@@ -235,7 +237,8 @@ def agents_without_results() -> None:
 
 
 def agents_starting(claude: str) -> None:
-    console.print(f"\nAgent runs with {claude} (one per prompt, on the agents queue):")
+    console.print(f"\nAgent runs with {claude} (one per prompt, on the agents queue: "
+                  f"the io workers' threads):")
 
 
 def agents(outcomes: list[Outcome]) -> None:

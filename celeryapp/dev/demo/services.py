@@ -1,4 +1,8 @@
-"""The processes the demo runs: a private Redis, two workers and Flower.
+"""The processes the demo runs: a private Redis, two hosts' workers and Flower.
+
+Each host runs what ``turbo-worker`` and ``turbo-worker --io`` run in production:
+``worker@<host>`` (prefork: local DuckDB queries) and ``io@<host>`` (threads:
+agent runs, remote-engine queries, notices, workflow bookkeeping).
 
 Each is recorded in the state file the moment it starts (:mod:`.state`), so
 ``--down`` can stop it even if the demo itself is killed.
@@ -17,6 +21,7 @@ from typing import Callable
 from celery.states import READY_STATES
 
 from celeryapp.config import reset_settings
+from celeryapp.core.names import CPU_ROLE, IO_ROLE, ROLE_QUEUES, host_queue, worker_node
 from celeryapp.dev.demo import report
 from celeryapp.dev.demo.state import StateFile, stop_recorded
 from celeryapp.dev.localredis import LocalRedis, free_port
@@ -24,8 +29,9 @@ from celeryapp.dev.localworker import WorkerProcess
 from celeryapp.monitoring.flower import FlowerProcess
 
 WORKER_HOSTS = ("alpha", "beta")
-WORKER_QUEUES = "queries,agents,default"
-WORKER_CONCURRENCY = 2
+WORKER_CONCURRENCY = 2  # prefork processes of worker@<host>
+IO_CONCURRENCY = 16  # threads of io@<host>
+POOLS = {CPU_ROLE: ("prefork", WORKER_CONCURRENCY), IO_ROLE: ("threads", IO_CONCURRENCY)}
 FLOWER_USER = "demo"
 
 
@@ -96,15 +102,25 @@ def configure_environment(state_dir: Path) -> None:
     reset_settings()
 
 
+def worker_queues(host: str, role: str) -> str:
+    """What ``turbo-worker [--io]`` consumes on ``host``: the role's queues and its own
+    host queue."""
+    return ",".join((*ROLE_QUEUES[role], host_queue(host, role)))
+
+
 def start_workers(services: Services, logs: Path) -> None:
-    """Start both workers without waiting: they boot while the database is built."""
-    for host in WORKER_HOSTS:
-        logfile = logs / f"{host}.log"
-        worker = WorkerProcess(name=f"worker@{host}", queues=WORKER_QUEUES,
-                               concurrency=WORKER_CONCURRENCY, logfile=logfile)
-        services.workers.append(worker)
-        worker.start()
-        services.state.track(worker.name, worker.pid, worker.process.args)
+    """Start every worker without waiting: they boot while the database is built.
+    Per host a prefork worker and an io (threads) worker, as in production."""
+    for role in (CPU_ROLE, IO_ROLE):
+        pool, concurrency = POOLS[role]
+        for host in WORKER_HOSTS:
+            name = worker_node(host, role)
+            logfile = logs / f"{host}{'' if role == CPU_ROLE else '-io'}.log"
+            worker = WorkerProcess(name=name, queues=worker_queues(host, role),
+                                   concurrency=concurrency, pool=pool, logfile=logfile)
+            services.workers.append(worker)
+            worker.start()
+            services.state.track(worker.name, worker.pid, worker.process.args)
 
 
 def start_flower(services: Services, logs: Path) -> None:
