@@ -22,6 +22,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from .context import median
+from .throughput import rounds_figures
 
 AGGREGATES = 8
 
@@ -66,15 +67,8 @@ def select_one(ctx, n: int, rounds: int, concurrency: int = 2) -> dict:
     for _ in range(rounds):
         for side in runs:
             runs[side].append(_select_one_round(ctx, side, n, concurrency))
-    figures: dict = {"tasks": n, "concurrency": concurrency, "rounds": rounds}
-    for side, results in runs.items():
-        middle = median([r["tasks_per_s"] for r in results])
-        best = min(results, key=lambda r: abs(r["tasks_per_s"] - middle))
-        figures[side] = {**best, "tasks_per_s": middle,
-                         "rounds": [round(r["tasks_per_s"], 1) for r in results]}
-    figures["ratio"] = figures["turbo"]["tasks_per_s"] / figures["plain"]["tasks_per_s"]
-    figures["round_ratios"] = [round(t["tasks_per_s"] / p["tasks_per_s"], 2)
-                               for p, t in zip(runs["plain"], runs["turbo"])]
+    figures = {"tasks": n, "concurrency": concurrency, "rounds": rounds,
+               **rounds_figures(runs)}
     ctx.say(f"SELECT 1: turbo/plain no-op {figures['ratio']:.2f} "
             f"(rounds {figures['round_ratios']}; target >= 0.5)")
     return figures

@@ -93,7 +93,6 @@ def _median_of_rounds(ctx, rounds: int, n: int, concurrency: int, submit_for=Non
                       suffix: str = "") -> dict:
     """Both sides ``rounds`` times, alternating, so that the machine's drift weighs on
     both alike; each side's figures are its median round, with every round kept."""
-    from .context import median
 
     runs: dict[str, list[dict]] = {"plain": [], "turbo": []}
     for _ in range(rounds):
@@ -101,6 +100,13 @@ def _median_of_rounds(ctx, rounds: int, n: int, concurrency: int, submit_for=Non
             submit = submit_for(side) if submit_for else _submit_one_by_one
             runs[side].append(once(ctx, side, n, concurrency, label=side + suffix,
                                    submit=submit))
+    return rounds_figures(runs)
+
+
+def rounds_figures(runs: dict[str, list[dict]]) -> dict:
+    """Each side's median round (every round's tasks/s kept) and turbo/plain ratios."""
+    from .context import median
+
     figures: dict = {}
     for side, results in runs.items():
         middle = median([r["tasks_per_s"] for r in results])

@@ -133,7 +133,7 @@ def run_process(argv: list[str], *, stdin: bytes | None = None, cwd: str | None 
     timed_out = cancelled = False
     if on_spawn is not None:
         on_spawn(proc.pid)
-    out = err = None
+    out = err = pump = None
     try:
         log.info("%s started, pid %d: %s", what, proc.pid, shown or argv[0])
         if stdin is not None:
@@ -163,16 +163,16 @@ def run_process(argv: list[str], *, stdin: bytes | None = None, cwd: str | None 
         log.warning("%s pid %d interrupted (%s); stopping its process group",
                     what, proc.pid, type(exc).__name__)
         stop_group(proc, kill_grace)
-        if isinstance(out, _Pump.Output):
-            out.pump.close()
+        if pump is not None:
+            pump.close()
         raise
     finally:
         if proc.returncode is None:  # what the CLI left behind dies with the run
             _kill_group(proc.pid, signal.SIGKILL)
             proc.wait()
     drained_by = time.monotonic() + DRAIN_JOIN_S
-    if isinstance(out, _Pump.Output):
-        out.pump.drain(drained_by)
+    if pump is not None:
+        pump.drain(drained_by)
     else:
         for drain in (out, err):
             drain.join(max(0.0, drained_by - time.monotonic()))
@@ -317,6 +317,32 @@ def _feed(pipe, data: bytes) -> None:
             pass
 
 
+class _Output:
+    """The bytes of one pipe: its head (stdout, up to a cap) or its tail (stderr)."""
+
+    def __init__(self, keep_tail: bool, limit: int):
+        self._keep_tail, self._limit = keep_tail, limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.overflow = False
+
+    def add(self, chunk: bytes) -> None:
+        if self.overflow:
+            return  # past the cap: read on so the CLI never blocks, keep nothing
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        if self._size > self._limit:
+            data = b"".join(self._chunks)
+            if self._keep_tail:
+                data = data[-self._limit:]
+            else:
+                self.overflow, data = True, data[:self._limit]
+            self._chunks, self._size = [data], len(data)
+
+    def text(self) -> str:
+        return b"".join(list(self._chunks)).decode("utf-8", errors="replace")
+
+
 class _Pump:
     """Both pipes and the exit of one CLI, served by the thread that waits for it.
 
@@ -327,35 +353,10 @@ class _Pump:
     stop event (threads pool) is looked at every ``STOP_POLL_S``; a signal (prefork)
     interrupts the poll at once."""
 
-    class Output:
-        """The bytes of one pipe: its head (stdout, up to a cap) or its tail (stderr)."""
-
-        def __init__(self, pump: "_Pump", keep_tail: bool, limit: int):
-            self.pump, self._keep_tail, self._limit = pump, keep_tail, limit
-            self._chunks: list[bytes] = []
-            self._size = 0
-            self.overflow = False
-
-        def add(self, chunk: bytes) -> None:
-            if self.overflow:
-                return  # past the cap: read on so the CLI never blocks, keep nothing
-            self._chunks.append(chunk)
-            self._size += len(chunk)
-            if self._size > self._limit:
-                data = b"".join(self._chunks)
-                if self._keep_tail:
-                    data = data[-self._limit:]
-                else:
-                    self.overflow, data = True, data[:self._limit]
-                self._chunks, self._size = [data], len(data)
-
-        def text(self) -> str:
-            return b"".join(self._chunks).decode("utf-8", errors="replace")
-
     def __init__(self, proc: subprocess.Popen, pidfd: int):
         self.proc, self.pidfd = proc, pidfd
-        self.out = self.Output(self, keep_tail=False, limit=MAX_STDOUT_BYTES)
-        self.err = self.Output(self, keep_tail=True, limit=STDERR_KEEP_BYTES)
+        self.out = _Output(keep_tail=False, limit=MAX_STDOUT_BYTES)
+        self.err = _Output(keep_tail=True, limit=STDERR_KEEP_BYTES)
         self.pipes = {proc.stdout.fileno(): (proc.stdout, self.out),
                       proc.stderr.fileno(): (proc.stderr, self.err)}
         self.poller = select.poll()
@@ -429,33 +430,22 @@ class _Drain:
     (Where there is no pidfd: the waiting thread then only sleeps and checks.)"""
 
     def __init__(self, pipe, *, keep_tail: bool, limit: int):
-        self._pipe, self._keep_tail, self._limit = pipe, keep_tail, limit
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self.overflow = False
+        self._pipe = pipe
+        self._output = _Output(keep_tail=keep_tail, limit=limit)
         self._thread = threading.Thread(target=self._read, daemon=True, name="agent-drain")
         self._thread.start()
+
+    @property
+    def overflow(self) -> bool:
+        return self._output.overflow
 
     def _read(self) -> None:
         fd = self._pipe.fileno()
         try:
             while chunk := os.read(fd, 65536):
-                if self.overflow:
-                    continue  # past the cap: read on so the CLI never blocks, keep nothing
-                self._chunks.append(chunk)
-                self._size += len(chunk)
-                if self._size > self._limit:
-                    self._trim()
+                self._output.add(chunk)
         finally:
             self._pipe.close()  # only this thread touches the pipe
-
-    def _trim(self) -> None:
-        data = b"".join(self._chunks)
-        if self._keep_tail:
-            data = data[-self._limit:]
-        else:
-            self.overflow, data = True, data[:self._limit]
-        self._chunks, self._size = [data], len(data)
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
@@ -463,7 +453,7 @@ class _Drain:
             log.warning("agent output pipe still open after the run; using what was read")
 
     def text(self) -> str:
-        return b"".join(list(self._chunks)).decode("utf-8", errors="replace")
+        return self._output.text()
 
 
 def _shown(argv: list[str], prompt: str) -> str:
