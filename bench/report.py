@@ -180,6 +180,35 @@ def rows(figures: dict) -> list[tuple[str, str, str, str, str]]:
     elif f:
         failed("shell")
 
+    f = figures.get("query_throughput")
+    if f and "error" not in f:
+        s = f["select_one"]
+        add(f"SELECT 1 queries, {s['tasks']:,} tasks, -c {s['concurrency']} (plain: no-op tasks)",
+            f"{s['plain']['tasks_per_s']:.0f}/s",
+            f"{s['turbo']['tasks_per_s']:.0f}/s = {s['ratio']:.2f}× plain", "≥ 0.5× plain",
+            s["ratio"] >= 0.5)
+        a = f["aggregates"]
+        add(f"{len(a['queries'])} aggregates over {a['rows']:,} rows: {a['workers']} workers × "
+            f"{a['slots']} slots vs one after another in one process", "",
+            f"{a['side_by_side']['wall_s']:.2f} s vs {a['sequential']['wall_s']:.2f} s "
+            f"= {a['ratio']:.2f}×", "≥ 1.0×", a["ratio"] >= 1.0)
+    elif f:
+        failed("query_throughput")
+
+    f = figures.get("agent_pool")
+    if f and "error" not in f:
+        io, pf = f["io"], f["prefork"]
+
+        def side(s: dict) -> str:
+            return (f"{100 * s['efficiency']:.1f} % ({s['makespan_s']:.2f} s), "
+                    f"{s['pss_busy'].get('worker_mb', float('nan')):.0f} MB")
+
+        add(f"{f['runs']} × {f['sleep_s']:g} s agent runs: makespan vs ideal, worker PSS "
+            f"(plain column: prefork -c {pf['slots']}; turbo: io worker, threads -c {io['slots']})",
+            side(pf), side(io), "≥ 95 %, ≤ 250 MB", f["met"]["efficiency"] and f["met"]["pss"])
+    elif f:
+        failed("agent_pool")
+
     f = figures.get("memory")
     if f and "error" not in f:
         add(f"worker PSS per slot, -c {f['slots']} (turbo: engines loaded; plain: idle)",
