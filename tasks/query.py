@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from celery import signals
 from celery.exceptions import SoftTimeLimitExceeded
 
 from celeryapp import app
@@ -16,7 +15,7 @@ from . import sql as sql_runner
 from .base import TurboTask, check_retries
 from .engines import get_engine
 from .errors import TransientError
-from .hooks import sweep_results
+from .hooks import pool_processes, sweep_results
 
 
 @app.task(bind=True, base=TurboTask, name=QUERY_TASK)
@@ -32,7 +31,8 @@ def run_query(self, sql: str, params=None, engine: str | None = None, *,
     retries = check_retries(retries)
     timeout = self.checked_timeout(timeout)
     inline = settings.max_inline_rows if max_inline_rows is None else int(max_inline_rows)
-    chosen = get_engine(engine or settings.default_engine, settings, processes=_processes)
+    chosen = get_engine(engine or settings.default_engine, settings,
+                        processes=pool_processes())
     spill_path = Path(settings.results_dir) / f"{self.request.id}.parquet"
     started = time.monotonic()
     try:
@@ -49,23 +49,6 @@ def run_query(self, sql: str, params=None, engine: str | None = None, *,
     if result.get("parquet_path"):
         _sweep_now_and_then()
     return result
-
-
-_processes = 1  # this worker's pool processes sharing the host's CPUs (set below)
-
-
-@signals.celeryd_after_setup.connect
-def _remember_pool_size(sender=None, instance=None, **_):
-    """In the worker's main process, before the pool forks (the children inherit it):
-    ``-c`` (the top of ``--autoscale``) for prefork; one process for threads/solo."""
-    global _processes
-    pool = getattr(getattr(instance, "pool_cls", None), "__module__", "")
-    sizes = [getattr(instance, "concurrency", None), getattr(instance, "max_concurrency", None)]
-    if pool.endswith(".prefork"):
-        _processes = max([int(s) for s in sizes if isinstance(s, int) or str(s).isdigit()]
-                         + [1])
-    else:
-        _processes = 1
 
 
 _SWEEP_EVERY_S = 600.0

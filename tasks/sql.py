@@ -50,9 +50,8 @@ def execute(engine: Engine, sql: str, params: Params, *, timeout: float,
     stale (``engine.stale_connection(exc)``: the statement never started on it) is
     closed and the statement goes to another one at once.
 
-    ``timeout`` covers connecting too. ``task_id`` (the Celery task's id) is handed to
-    engines that label their statements with it (``engine.call_aware``), with the
-    call's deadline. ``on_start(session)`` is called at once, in the calling thread,
+    ``timeout`` covers connecting too. ``task_id`` (the Celery task's id) and the
+    call's deadline are handed to the engine's sessions (labels, the driver's retries). ``on_start(session)`` is called at once, in the calling thread,
     with a stand-in for the statement's session (its ``statement_id`` is the running
     statement's, once there is one).
     """
@@ -97,13 +96,12 @@ class _Call:
     def __init__(self, engine: Engine, pool: SessionPool, *, deadline: float,
                  task_id: str | None) -> None:
         self.engine, self.pool, self.deadline, self.task_id = engine, pool, deadline, task_id
-        self.call_aware = bool(getattr(engine, "call_aware", False))
         self.begun, self.ended = threading.Event(), threading.Event()
         self._lock = threading.Lock()
         self._stopped = False
         self._abandoned = False  # a connect given up on: its thread closes what it opens
         self.session: Session | None = None
-        self.view = (_ViewWithIds if getattr(engine, "statement_ids", False) else _View)(self)
+        self.view = (_ViewWithIds if engine.statement_ids else _View)(self)
 
     @property
     def stopped(self) -> bool:
@@ -133,7 +131,7 @@ class _Call:
         engine = self.engine
         if self.stopped:
             raise _Stopped("stopped before it connected")
-        connect = self._connect_remote if self.call_aware else engine.connect
+        connect = self._connect_remote if engine.remote else engine.connect
         lease = self.pool.acquire(engine.key(), connect, close=engine.close_connection,
                                   policy=engine.policy, check=engine.healthy)
         if self.stopped:  # the deadline passed while connecting: nothing runs, nothing stays
@@ -178,11 +176,7 @@ class _Call:
         engine = self.engine
         keep = False
         try:
-            if self.call_aware:
-                session = engine.session(lease.item, deadline=self.deadline,
-                                         task_id=self.task_id)
-            else:
-                session = engine.session(lease.item)
+            session = engine.session(lease.item, deadline=self.deadline, task_id=self.task_id)
         except BaseException as exc:
             lease.discard()
             if isinstance(exc, Exception) and not isinstance(exc, TurboError):
@@ -200,8 +194,7 @@ class _Call:
             except TurboError:
                 raise
             except Exception as exc:
-                stale = getattr(engine, "stale_connection", None)
-                if lease.reused and not self.stopped and stale is not None and stale(exc):
+                if lease.reused and not self.stopped and engine.stale_connection(exc):
                     raise _Stale() from exc
                 raise engine.classify(exc) from exc
             keep = session.reusable

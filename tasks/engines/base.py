@@ -48,6 +48,11 @@ class Engine(ABC):
     name: str
     #: how long the pool keeps this engine's connections (set by the engine's factory)
     policy: Policy = Policy()
+    #: a remote engine: connecting may take long (session open, the driver's retries),
+    #: so the runner connects in a thread of its own that a stop need not wait for
+    remote: bool = False
+    #: its sessions know the engine's id of the running statement (``statement_id``)
+    statement_ids: bool = False
 
     def key(self) -> Hashable:
         """Identity of the connections this engine opens (name and connection settings,
@@ -55,12 +60,15 @@ class Engine(ABC):
         return (self.name,)
 
     @abstractmethod
-    def connect(self) -> Any:
-        """Open a connection; errors come out already classified (see :meth:`classify`)."""
+    def connect(self, deadline: float | None = None) -> Any:
+        """Open a connection, giving up by ``deadline`` (``time.monotonic()``) where the
+        engine can; errors come out already classified (see :meth:`classify`)."""
 
     @abstractmethod
-    def session(self, connection: Any) -> Session:
-        """A session (cursor) for one statement on ``connection``."""
+    def session(self, connection: Any, *, deadline: float | None = None,
+                task_id: str | None = None) -> Session:
+        """A session (cursor) for one statement on ``connection``; an engine may bound it
+        by ``deadline`` and label the statement with the Celery ``task_id``."""
 
     def close_connection(self, connection: Any) -> None:
         connection.close()
@@ -68,6 +76,11 @@ class Engine(ABC):
     def healthy(self, connection: Any) -> bool:
         """Cheap, local check before an idle connection is reused."""
         return True
+
+    def stale_connection(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says a pooled connection was gone before the statement started
+        on it (the runner then runs it on another connection at once)."""
+        return False
 
     def keeps_connection_after(self, error: BaseException) -> bool:
         """Whether the connection is still good after the statement failed with ``error``

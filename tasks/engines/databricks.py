@@ -464,8 +464,8 @@ class DatabricksSession(Session):
 # --- the engine --------------------------------------------------------------------------
 class DatabricksEngine(Engine):
     name = "databricks"
-    statement_ids = True  # its sessions know the warehouse's statement id (tasks.sql)
-    call_aware = True  # connect(deadline=), session(..., deadline=, task_id=) (tasks.sql)
+    remote = True
+    statement_ids = True  # its sessions know the warehouse's statement id
 
     def __init__(self, environ: Mapping[str, str] | None = None,
                  policy: Policy = Policy()) -> None:

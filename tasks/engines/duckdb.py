@@ -111,7 +111,7 @@ class DuckDBEngine(Engine):
     def key(self):
         return (self.name, self.path, self.read_only, self.threads)
 
-    def connect(self) -> DuckDBConnection:
+    def connect(self, deadline: float | None = None) -> DuckDBConnection:
         config = {"threads": self.threads} if self.threads else {}
         try:
             connection = _duckdb.connect(self.path, read_only=self.read_only, config=config)
@@ -120,7 +120,8 @@ class DuckDBEngine(Engine):
         file = None if _in_memory(self.path) else _file_identity(self.path)
         return DuckDBConnection(connection, file)
 
-    def session(self, connection: DuckDBConnection) -> DuckDBSession:
+    def session(self, connection: DuckDBConnection, *, deadline: float | None = None,
+                task_id: str | None = None) -> DuckDBSession:
         return DuckDBSession(connection.connection.cursor())
 
     def close_connection(self, connection: DuckDBConnection) -> None:
