@@ -78,6 +78,25 @@ class Settings(BaseSettings):
     agent_slots_dir: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / "agent-turbo" / "agent-slots")
     host: str = Field(default_factory=lambda: socket.gethostname().split(".")[0])
+    # each run's own scratch directory (removed afterwards unless keep_workdir/keep_session)
+    agent_scratch_dir: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "agent-turbo" / "agent-runs")
+    # the CLIs' own retry loops (CLAUDE_CODE_MAX_RETRIES, codex's request/stream
+    # retries, gemini's attempts): bounded, so the task's backoff and timeout decide
+    agent_cli_max_retries: int = Field(default=1, ge=0, le=10)
+    agent_max_prompt_bytes: int = Field(default=1024 * 1024, ge=1)
+    # --- what callers may ask of this worker's agents (comma-separated) ---
+    # permission modes callers may ask for (claude --permission-mode, codex --sandbox,
+    # gemini --approval-mode); default: all but the ones that bypass every check
+    agent_permission_modes: str = ("acceptEdits,auto,default,dontAsk,plan,read-only,"
+                                   "workspace-write,auto_edit")
+    # tool rules callers may allow (fnmatch patterns: "Read,Grep,Bash(git *)"); * = any
+    agent_allowed_tools: str = "*"
+    # directories under which a caller's cwd may lie; empty: runs get scratch dirs only
+    agent_cwd_roots: str = ""
+    # more of the worker's environment the CLIs see (fnmatch patterns, e.g. AWS_*),
+    # beyond PATH, HOME, locale, proxies and each CLI's own keys and settings
+    agent_env_pass: str = ""
 
     # --- this host's worker (turbo-worker / python -m celeryapp.worker.host) ---
     worker_queues: str = ",".join(C.ROLE_QUEUES[C.CPU_ROLE])  # the cpu (prefork) worker's

@@ -11,19 +11,22 @@ from __future__ import annotations
 import logging
 import random
 import time
+from typing import Any, Mapping
 
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from celeryapp import app
 from celeryapp.config import get_settings
+from celeryapp.core.agent_options import DEFAULT_PROFILE, OPTION_NAMES, check_request
 from celeryapp.core.names import AGENT_TASK
 from celeryapp.worker import running
 
 from .agents import runner
 from .agents.profiles import get_profile
+from .agents.sandbox import Caps
 from .agents.slots import HostSlots
 from .base import TurboTask, check_retries
-from .errors import SlotsBusy, TransientError
+from .errors import SlotsBusy, TaskTimeout, TransientError, TurboError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,11 @@ SLOT_WAIT_LIMIT_FACTOR = 4   # give up after 4 x TURBO_AGENT_MAX_TIMEOUT of wait
 KILL_GRACE_MAX_S = 5.0
 SLOT_WAITS = "turbo_slot_waits"
 SLOT_WAIT_SINCE = "turbo_slot_wait_since"
-OPTION_NAMES = ("model", "max_turns", "allowed_tools", "permission_mode", "append_system_prompt")
+# what earlier attempts of the same run spent (the caller's budget covers them all)
+FIRST_STARTED = "turbo_agent_first_started"
+API_CALLS = "turbo_agent_api_calls"
+COST = "turbo_agent_cost_usd"
+MIN_ATTEMPT_S = 5.0  # an attempt with less of the timeout left is not started
 
 
 class AgentTask(TurboTask):
@@ -46,10 +53,52 @@ class AgentTask(TurboTask):
         # Refuse a bad profile or option before it travels through Redis.
         args, kw = tuple(args or ()), dict(kwargs or {})
         prompt = args[0] if args else kw.get("prompt")
-        profile = args[1] if len(args) > 1 else kw.get("profile", "claude")
-        get_profile(profile).check(prompt, {name: kw.get(name) for name in OPTION_NAMES})
+        profile = args[1] if len(args) > 1 else kw.get("profile", DEFAULT_PROFILE)
+        check_request(prompt, profile, {name: kw.get(name) for name in OPTION_NAMES},
+                      get_settings().agent_max_prompt_bytes)
         check_retries(kw.get("retries"))
         return super().apply_async(args, kwargs, **options)
+
+    def budget(self, timeout: float) -> tuple[float, float]:
+        """(when the first attempt started, seconds left of ``timeout``): the caller's
+        timeout covers every attempt and the waits between them."""
+        headers = self.request.headers or {}
+        try:
+            first = float(headers.get(FIRST_STARTED) or 0) or time.time()
+        except (TypeError, ValueError):
+            first = time.time()
+        return first, timeout - (time.time() - first)
+
+    def spent(self, this: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Attempts, API calls and cost of this run so far, earlier attempts included."""
+        headers, this = self.request.headers or {}, this or {}
+        calls = int(headers.get(API_CALLS) or 0) + int(this.get("api_calls") or 0)
+        cost = float(headers.get(COST) or 0) + float(this.get("cost_usd") or 0)
+        return {"attempts": self.request.retries + 1, "api_calls_total": calls,
+                "cost_usd_total": round(cost, 6)}
+
+    def retry_within(self, exc: TransientError, retries: int, first: float, timeout: float,
+                     spent: dict):
+        """Retry ``exc`` with backoff if another attempt fits in the caller's timeout;
+        else raise it, stating the attempts and API calls it took."""
+        settings = get_settings()
+        attempt = self.request.retries
+        ceiling = min(settings.retry_backoff_max, settings.retry_backoff * (2 ** attempt))
+        countdown = random.uniform(ceiling / 2, ceiling)
+        left = timeout - (time.time() - first) - countdown
+        if attempt >= retries or left < MIN_ATTEMPT_S:
+            why = (f"{retries} retries spent" if attempt >= retries else
+                   f"another attempt would not fit in the timeout of {timeout:g}s")
+            exc.add_details(**spent, gave_up=why)
+            raise type(exc)(f"{exc.message}\n(gave up after {spent['attempts']} attempts and "
+                            f"{spent['api_calls_total']} API calls in {time.time() - first:.1f}s: "
+                            f"{why})", exc.details) from None
+        log.info("%s[%s] %s, retry %d/%d in %.2fs (%.0fs of the timeout left)",
+                 self.name, self.request.id, type(exc).__name__, attempt + 1, retries,
+                 countdown, left)
+        headers = {**(self.request.headers or {}), FIRST_STARTED: first,
+                   API_CALLS: spent["api_calls_total"], COST: spent["cost_usd_total"]}
+        raise self.retry(exc=exc, countdown=countdown, max_retries=retries, headers=headers)
 
     def requeue_for_slot(self, exc: SlotsBusy):
         """Send this request again later without counting a retry; raise Retry."""
@@ -80,48 +129,65 @@ def _note_pid(pid: int) -> None:
 
 
 @app.task(bind=True, base=AgentTask, name=AGENT_TASK)
-def run_agent(self, prompt: str, profile: str = "claude", *, cwd: str | None = None,
+def run_agent(self, prompt: str, profile: str = DEFAULT_PROFILE, *, cwd: str | None = None,
               model: str | None = None, max_turns: int | None = None,
               allowed_tools: list[str] | None = None, permission_mode: str | None = None,
-              append_system_prompt: str | None = None, timeout: float | None = None,
-              retries: int | None = None) -> dict:
+              append_system_prompt: str | None = None, resume: str | None = None,
+              keep_session: bool | None = None, keep_workdir: bool | None = None,
+              timeout: float | None = None, retries: int | None = None) -> dict:
     """Run ``prompt`` through an agent CLI headless; return its answer, cost and session.
 
-    ``cwd`` is an absolute directory on the worker. Failures raise: AgentError,
-    AgentNotFound, TaskTimeout, InvalidRequest; rate limits are retried with
-    backoff up to ``retries`` (default TURBO_MAX_RETRIES), then AgentRateLimited.
+    The run gets a scratch directory of its own unless ``cwd`` (under the worker's
+    TURBO_AGENT_CWD_ROOTS) is given. ``timeout`` covers every attempt. Failures
+    raise with ``details`` (session id, turns, cost, usage, attempts, API calls):
+    AgentTurnLimit (resume with ``resume=details["session_id"]``), AgentAuthError,
+    AgentError, AgentNotFound, TaskTimeout, InvalidRequest; rate limits (429/529)
+    and an unreachable API are retried with backoff up to ``retries`` (default
+    TURBO_MAX_RETRIES) while the timeout allows, then AgentRateLimited /
+    AgentUnavailable.
     """
     started = time.monotonic()
     settings = get_settings()
     retries = check_retries(retries)
     timeout = self.checked_timeout(timeout)
-    chosen = get_profile(profile)
     options = {"model": model, "max_turns": max_turns, "allowed_tools": allowed_tools,
-               "permission_mode": permission_mode, "append_system_prompt": append_system_prompt}
-    chosen.check(prompt, options)
-    runner.check_cwd(cwd)
+               "permission_mode": permission_mode, "append_system_prompt": append_system_prompt,
+               "resume": resume, "keep_session": keep_session, "keep_workdir": keep_workdir}
+    options = check_request(prompt, profile, options, settings.agent_max_prompt_bytes)
+    chosen = get_profile(profile)
     # The Celery soft limit is timeout + grace and also covers the slot wait and
     # the kill grace: keep both well inside that grace.
     grace = min(KILL_GRACE_MAX_S, settings.time_limit_grace / 3)
+    caps = Caps.from_settings(settings, kill_grace=grace)
+    caps.check(options, cwd)
+    first, left = self.budget(timeout)
+    spent = self.spent()
     slots = HostSlots(settings.agent_slots_dir / settings.host, settings.agent_slots)
     # threads pool: a revoke sets this event (no signal reaches a thread); prefork: unused
     stop = running.stop_event()
     try:
-        with slots.acquire(min(SLOT_WAIT_S, timeout, grace), note=f"task {self.request.id}",
+        if left < MIN_ATTEMPT_S:
+            raise TaskTimeout(f"{chosen.name} agent run: its timeout of {timeout:g}s was spent "
+                              f"before this attempt", spent)
+        with slots.acquire(min(SLOT_WAIT_S, left, grace), note=f"task {self.request.id}",
                            stop=stop):
             result = runner.run(chosen.name, prompt, options,
                                 executable=getattr(settings, chosen.setting),
-                                timeout=timeout, cwd=cwd, kill_grace=grace,
+                                timeout=left, caps=caps, cwd=cwd,
                                 on_spawn=_note_pid, stop=stop)
     except SlotsBusy as exc:
         self.requeue_for_slot(exc)
     except SoftTimeLimitExceeded as exc:
         # soft limit -> TaskTimeout; revoke(terminate=True, signal="SIGUSR1") -> stays REVOKED
         raise self.stopped(f"{chosen.name} agent run", started) from exc
-    except TransientError as exc:
-        self.retry_transient(exc, retries)
-    result.update(task_id=self.request.id, worker=self.request.hostname,
-                  attempts=self.request.retries + 1,
+    except TurboError as exc:
+        spent = self.spent(exc.details)
+        exc.add_details(**spent, host=settings.host, task_id=self.request.id)
+        if isinstance(exc, TransientError):
+            self.retry_within(exc, retries, first, timeout, spent)
+        raise
+    spent = self.spent(result)
+    result.update(spent, task_id=self.request.id, worker=self.request.hostname,
+                  host=settings.host,
                   slot_waits=int((self.request.headers or {}).get(SLOT_WAITS) or 0))
     return result
-

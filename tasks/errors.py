@@ -4,9 +4,12 @@ They are defined in :mod:`celeryapp.core.errors` so that the submit side (``dela
 ``turbo``, the flow engine) raises the same classes without importing tasks.
 """
 from celeryapp.core.errors import (
+                                   AgentAuthError,
                                    AgentError,
                                    AgentNotFound,
                                    AgentRateLimited,
+                                   AgentTurnLimit,
+                                   AgentUnavailable,
                                    EngineNotConfigured,
                                    EngineUnavailable,
                                    InvalidRequest,
@@ -18,6 +21,7 @@ from celeryapp.core.errors import (
                                    TurboError,
 )
 
-__all__ = ["AgentError", "AgentNotFound", "AgentRateLimited", "EngineNotConfigured",
+__all__ = ["AgentAuthError", "AgentError", "AgentNotFound", "AgentRateLimited",
+           "AgentTurnLimit", "AgentUnavailable", "EngineNotConfigured",
            "EngineUnavailable", "InvalidRequest", "PermanentError", "QueryError", "SlotsBusy",
            "TaskTimeout", "TransientError", "TurboError"]

@@ -38,6 +38,9 @@ def pytest_configure(config):
         "TURBO_RESULT_BACKEND": f"{redis.url}/1",
         "TURBO_RESULTS_DIR": str(base / "results"),
         "TURBO_AGENT_SLOTS_DIR": str(base / "agent-slots"),
+        "TURBO_AGENT_SCRATCH_DIR": str(base / "agent-runs"),
+        # the tests' own directories (tmp_path) may be an agent's cwd
+        "TURBO_AGENT_CWD_ROOTS": tempfile.gettempdir(),
         "TURBO_CLAUDE_BIN": str(FAKES / "claude"),
         "TURBO_RETRY_BACKOFF": "0.2",
         "TURBO_RETRY_BACKOFF_MAX": "1",

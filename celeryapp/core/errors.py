@@ -1,13 +1,36 @@
 """Error types shared by runners, tasks and the submit side (re-exported by tasks.errors).
 
 Permanent errors fail a task at once; transient ones are retried with backoff.
-Each takes one message string so Celery's JSON result backend can rebuild it.
+Each takes a message and, optionally, ``details``: a JSON-able dict of facts the
+caller may act on (an agent run's session id, turns, cost, usage). Both travel
+as the exception's ``args``, so Celery's JSON result backend rebuilds the same
+error with the same ``details`` on the caller's side.
 """
 from __future__ import annotations
+
+from typing import Any, Mapping
 
 
 class TurboError(Exception):
     """Base of every error Agent Turbo raises on purpose."""
+
+    def __init__(self, message: str = "", details: Mapping[str, Any] | None = None):
+        self.details: dict[str, Any] = dict(details or {})
+        super().__init__(*((message, self.details) if self.details else (message,)))
+
+    def add_details(self, **facts: Any) -> "TurboError":
+        """More facts for the caller (kept in ``args``, so they reach the caller)."""
+        self.details.update(facts)
+        if self.details:
+            self.args = (self.message, self.details)
+        return self
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class PermanentError(TurboError):
@@ -46,8 +69,20 @@ class AgentNotFound(PermanentError):
     """The agent executable is not installed on this worker."""
 
 
+class AgentTurnLimit(AgentError):
+    """The run stopped at its ``max_turns``; ``details["session_id"]`` resumes it."""
+
+
+class AgentAuthError(AgentError):
+    """The agent's API refused its credentials (401/403): fix the key, not a retry."""
+
+
 class AgentRateLimited(TransientError):
     """The agent's API answered with a rate limit or overload (429/529)."""
+
+
+class AgentUnavailable(TransientError):
+    """The agent's API could not be reached or failed on its side (5xx, no connection)."""
 
 
 class SlotsBusy(TransientError):

@@ -213,7 +213,8 @@ def _publish(state: dict, name: str, step: dict) -> None:
         registered(QUERY_TASK).apply_async((rendered.query,), kwargs, **options)
     elif spec.kind == "agent":
         kwargs = _present(rendered, "profile", "cwd", "model", "max_turns", "allowed_tools",
-                          "permission_mode", "append_system_prompt", "timeout", "retries")
+                          "permission_mode", "append_system_prompt", "keep_workdir", "timeout",
+                          "retries")
         registered(AGENT_TASK).apply_async((rendered.agent,), kwargs, **options)
     else:
         options["priority"] = priority_value(spec.priority)

@@ -15,6 +15,8 @@ import yaml  # YAML is a superset of JSON
 from jinja2 import Environment, TemplateSyntaxError, meta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from celeryapp.core.agent_options import DEFAULT_PROFILE, check_options
+from celeryapp.core.errors import InvalidRequest
 from celeryapp.core.names import PRIORITIES
 from celeryapp.core.policy import check_queue_name
 
@@ -24,9 +26,11 @@ KINDS = ("query", "agent", "task")
 KIND_FIELDS = {
     "query": {"engine", "params", "max_inline_rows"},
     "agent": {"profile", "cwd", "model", "max_turns", "allowed_tools", "permission_mode",
-              "append_system_prompt", "expand"},
+              "append_system_prompt", "keep_workdir", "expand"},
     "task": {"args", "kwargs"},
 }
+AGENT_OPTIONS = ("model", "max_turns", "allowed_tools", "permission_mode",
+                 "append_system_prompt", "keep_workdir")
 COMMON_DEFAULTS = {"retries", "timeout", "priority", "queue", "host"}
 Priority = Literal["critical", "high", "normal", "low"]
 
@@ -64,6 +68,7 @@ class StepSpec(BaseModel):
     allowed_tools: list[str] | None = None
     permission_mode: str | None = None
     append_system_prompt: str | None = None
+    keep_workdir: bool | None = None
     expand: bool = False
     # task
     args: list | None = None
@@ -214,6 +219,8 @@ def check_steps(steps: Mapping[str, StepSpec], *, known_tasks: Iterable[str] | N
                     check_queue_name(value)
                 except ValueError as exc:
                     problems.append(f"{where}: {exc}")
+        if kind == "agent":
+            problems += _agent_problems(where, step)
         if kind == "task" and tasks is not None and step.task not in tasks:
             problems.append(f"{where}: unknown task {step.task!r}")
         for need in step.needs:
@@ -227,6 +234,18 @@ def check_steps(steps: Mapping[str, StepSpec], *, known_tasks: Iterable[str] | N
     elif not problems:
         problems += _check_references(steps, everything)
     return problems
+
+
+def _agent_problems(where: str, step: StepSpec) -> list[str]:
+    """The checks delay() applies to an agent run, at submit (templated values later)."""
+    options = {field: getattr(step, field) for field in AGENT_OPTIONS}
+    options = {field: value for field, value in options.items()
+               if not (isinstance(value, str) and ("{{" in value or "{%" in value))}
+    try:
+        check_options(step.profile or DEFAULT_PROFILE, options)
+    except InvalidRequest as exc:
+        return [f"{where}: {exc}"]
+    return []
 
 
 def find_cycle(steps: Mapping[str, StepSpec]) -> list[str] | None:

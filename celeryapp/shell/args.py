@@ -78,8 +78,18 @@ COMMANDS = [
                     help="working directory on the worker (a relative path is made "
                          "absolute here)"),
                 Opt("--allowed-tools", metavar="A,B", help="comma-separated tool names"),
-                Opt("--permission-mode", metavar="MODE"),
+                Opt("--permission-mode", metavar="MODE",
+                    help="claude: acceptEdits, auto, default, dontAsk, plan (the worker's "
+                         "TURBO_AGENT_PERMISSION_MODES decides which it allows); codex: "
+                         "read-only, workspace-write; gemini: default, auto_edit"),
                 Opt("--append-system-prompt", metavar="TEXT"),
+                Opt("--resume", metavar="SESSION_ID",
+                    help="continue a kept session (one run with --keep-session; send it to "
+                         "the same --host)"),
+                Opt("--keep-session", "flag", "keep the CLI's session so it can be resumed",
+                    default=False),
+                Opt("--keep-workdir", "flag", "keep the run's scratch directory afterwards",
+                    default=False),
                 *_common_options("TURBO_AGENT_TIMEOUT"),
                 Opt("--queue", help=f"queue (default {C.AGENT_QUEUE})"),
                 Opt("--host", help="run on this worker host (its io worker's queue "

@@ -62,11 +62,24 @@ def runtime(entry: Entry, now: float) -> str:
     return "-"
 
 
+FACT_KEYS = ("session_id", "num_turns", "cost_usd", "attempts", "api_calls", "api_error_status",
+             "exit_code", "workdir", "host")
+
+
+def facts(details: dict) -> str:
+    """The details of an error a person acts on (resume, pay, retry), one line."""
+    shown = [f"{key} {details[key]}" for key in FACT_KEYS if details.get(key) is not None]
+    return f"details: {', '.join(shown)}" if shown else ""
+
+
 def error_text(result) -> str:
     if isinstance(result, dict) and "exc_type" in result:
         message = result.get("exc_message")
         if isinstance(message, (list, tuple)):
-            message = " ".join(str(part) for part in message)
+            # TurboError args: (message, details) - the details as "key value" facts
+            parts = [str(part) if not isinstance(part, dict) else facts(part)
+                     for part in message]
+            message = "\n".join(part for part in parts if part)
         return f"{result['exc_type']}: {message}" if message not in (None, "") \
             else str(result["exc_type"])
     return "" if result is None else str(result)

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 
 from ..core import names as C
+from ..core.agent_options import DEFAULT_PROFILE, check_request
+from ..core.errors import InvalidRequest
 from ..core.policy import check_timeout, priority_value, route, time_limits
 from . import resp
 from .common import EXIT_OK, FLOW_START_TASK, Failed, UsageError, backend, broker, env, \
@@ -89,26 +92,22 @@ def cmd_submit_query(a) -> int:
 
 def cmd_submit_agent(a) -> int:
     prompt = _read_text(a.prompt, "prompt")
-    kwargs: dict = {}
-    if a.profile:
-        kwargs["profile"] = a.profile
+    profile = a.profile or DEFAULT_PROFILE
+    kwargs: dict = {"profile": profile} if a.profile else {}
     if a.cwd:
         kwargs["cwd"] = os.path.abspath(a.cwd)
-    if a.model:
-        kwargs["model"] = a.model
-    if a.max_turns is not None:
-        if a.max_turns <= 0:
-            raise UsageError(f"--max-turns must be at least 1, got {a.max_turns}")
-        kwargs["max_turns"] = a.max_turns
-    if a.allowed_tools is not None:
-        tools = [tool.strip() for tool in a.allowed_tools.split(",") if tool.strip()]
-        if not tools:
-            raise UsageError("--allowed-tools is empty; give a comma-separated list")
-        kwargs["allowed_tools"] = tools
-    if a.permission_mode:
-        kwargs["permission_mode"] = a.permission_mode
-    if a.append_system_prompt:
-        kwargs["append_system_prompt"] = a.append_system_prompt
+    options = {"model": a.model, "max_turns": a.max_turns,
+               "allowed_tools": None if a.allowed_tools is None else
+               [tool.strip() for tool in a.allowed_tools.split(",") if tool.strip()],
+               "permission_mode": a.permission_mode,
+               "append_system_prompt": a.append_system_prompt, "resume": a.resume,
+               "keep_session": True if a.keep_session else None,
+               "keep_workdir": True if a.keep_workdir else None}
+    try:  # the same checks as delay(): refused here, before anything is sent
+        kwargs.update(check_request(prompt, profile, options,
+                                    int(env("TURBO_AGENT_MAX_PROMPT_BYTES", 1024 * 1024))))
+    except InvalidRequest as exc:
+        raise UsageError(_flag_names(str(exc))) from None
     kwargs.update(_run_options(a))
     queue = _queue(a, C.AGENT_TASK)
     limits = checked_timeout(a.timeout, "agent")
@@ -116,6 +115,11 @@ def cmd_submit_agent(a) -> int:
                       priority=_priority(a.priority), limits=limits)
     print(task_id)
     return EXIT_OK
+
+
+def _flag_names(text: str) -> str:
+    """"option 'max_turns'" -> "--max-turns": the error in the words of the command line."""
+    return re.sub(r"option '([a-z_]+)'", lambda m: "--" + m.group(1).replace("_", "-"), text)
 
 
 def cmd_submit_flow(a) -> int:

@@ -26,21 +26,22 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Mapping
 
+from celeryapp.core.agent_options import check_request
+
 from ..deadline import Cancelled, StopEvent, current_stop
-from ..errors import AgentError, AgentNotFound, InvalidRequest, TaskTimeout
-from .profiles import Outcome, get_profile
+from ..errors import AgentError, AgentNotFound, InvalidRequest, TaskTimeout, TurboError
+from .events import MAX_STDOUT_BYTES, Output
+from .outcome import Outcome, tail
+from .profiles import get_profile
+from .sandbox import Caps, Room
 
 log = logging.getLogger(__name__)
 
 DEFAULT_KILL_GRACE_S = 5.0
-MAX_STDOUT_BYTES = 64 * 1024 * 1024
 STDERR_KEEP_BYTES = 64 * 1024
 DRAIN_JOIN_S = 2.0  # for both pipes, once the group is dead
 STOP_POLL_S = 0.2  # how often a waiting run looks at its stop event (threads pool)
 EXIT_POLL_MAX_S = 0.05  # without a pidfd: the longest sleep between exit checks
-# Turbo's own settings (the broker URL and its password among them) are none of the
-# agent's business.
-HIDDEN_ENV_PREFIXES = ("TURBO_",)
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,6 @@ class Completed:
     duration_s: float
 
 
-def agent_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The worker's environment minus Turbo's own settings."""
-    base = os.environ if base is None else base
-    return {key: value for key, value in base.items() if not key.startswith(HIDDEN_ENV_PREFIXES)}
-
-
 def resolve_executable(executable: str, profile: str, env_var: str, path: str | None) -> str:
     found = shutil.which(executable, path=path)
     if found is None:
@@ -66,49 +61,70 @@ def resolve_executable(executable: str, profile: str, env_var: str, path: str | 
     return found
 
 
-def check_cwd(cwd: Any) -> str | None:
-    if cwd is None:
-        return None
-    if not isinstance(cwd, (str, os.PathLike)) or not os.path.isabs(cwd):
-        raise InvalidRequest(f"cwd must be an absolute path, got {cwd!r}")
-    if not os.path.isdir(cwd):
-        raise InvalidRequest(f"cwd {os.fspath(cwd)!r} is not a directory on this worker")
-    return os.fspath(cwd)
-
-
 def run(profile_name: str, prompt: str, options: Mapping[str, Any], *, executable: str,
-        timeout: float, cwd: Any = None, kill_grace: float = DEFAULT_KILL_GRACE_S,
-        env: Mapping[str, str] | None = None,
+        timeout: float, caps: Caps, cwd: Any = None, env: Mapping[str, str] | None = None,
         on_spawn: Callable[[int], None] | None = None,
         stop: StopEvent | None = None) -> dict:
-    """Run ``prompt`` through a profile's CLI; return the parsed result or raise.
+    """Run ``prompt`` through a profile's CLI in its own room; return the parsed result
+    or raise a classified error whose ``details`` keep the session, turns and cost.
 
-    ``on_spawn(pid)`` is called once the CLI runs (the worker records it for
-    ``celery inspect running_agents``). ``stop`` (default: the calling thread's task's
-    stop event, ``tasks.deadline.current_stop``) kills the process group once set and
+    ``caps`` is the worker operator's policy (scratch directories, allowed modes,
+    tools and directories, the environment the CLI sees, its own retries); ``env``
+    the environment to pick from (default: the worker's). ``on_spawn(pid)`` is
+    called once the CLI runs (``celery inspect running_agents``). ``stop`` (default:
+    the calling thread's task's stop event) kills the process group once set and
     raises :class:`~tasks.deadline.Cancelled`."""
     profile = get_profile(profile_name)
-    profile.check(prompt, options)
-    cwd = check_cwd(cwd)
-    env = agent_env() if env is None else dict(env)
-    path = resolve_executable(executable, profile.name, profile.env_var, env.get("PATH"))
-    invocation = profile.invocation(path, prompt, options)
-    try:
-        done = run_process(invocation.argv, stdin=invocation.stdin, cwd=cwd, env=env,
-                           timeout=timeout, kill_grace=kill_grace,
-                           what=f"{profile.name} agent run", shown=_shown(invocation.argv, prompt),
-                           on_spawn=on_spawn, stop=stop)
-    except (FileNotFoundError, PermissionError) as exc:  # e.g. a broken shebang
-        raise AgentNotFound(f"{profile.name} executable {path!r} could not be started: {exc}; "
-                            f"check {profile.env_var}") from None
-    if done.exit_code in (126, 127) and SETPRIV_EXEC_FAILED in done.stderr:
-        reason = done.stderr.split(SETPRIV_EXEC_FAILED, 1)[1].strip().splitlines()[0]
-        raise AgentNotFound(f"{profile.name} executable {path!r} could not be started: "
-                            f"{reason}; check {profile.env_var}")
-    result = profile.parse(Outcome(done.exit_code, done.stdout, done.stderr))
-    result.update(profile=profile.name, exit_code=done.exit_code,
-                  duration_s=round(done.duration_s, 3), pid=done.pid)
+    options = check_request(prompt, profile.name, options)
+    if cwd is not None and not isinstance(cwd, (str, os.PathLike)):
+        raise InvalidRequest(f"cwd must be an absolute path, got {cwd!r}")
+    cwd = None if cwd is None else os.fspath(cwd)
+    caps.check(options, cwd)
+    session = profile.session(options)
+    run_env = caps.env(profile.env, profile.env_fixed(caps.cli_max_retries), env,
+                       hidden=profile.hidden)
+    path = resolve_executable(executable, profile.name, profile.env_var, run_env.get("PATH"))
+    keep = bool(options.get("keep_workdir"))
+    with Room(caps, cwd=cwd, keep=keep, session=session and (profile.name, session),
+              resume=bool(options.get("resume"))) as room:
+        argv = profile.argv(path, options, session, str(room.path))
+        out, err = profile.stdout_reader(), Output(keep_tail=True, limit=STDERR_KEEP_BYTES)
+        where = {"profile": profile.name, "workdir": room.kept}
+        try:
+            done = run_process(argv, stdin=prompt.encode(), cwd=str(room.path), env=run_env,
+                               timeout=timeout, kill_grace=caps.kill_grace,
+                               what=f"{profile.name} agent run", shown=_shown(argv),
+                               on_spawn=on_spawn, stop=stop, stdout=out, stderr=err)
+        except TaskTimeout as exc:
+            cut = Outcome(-1, out.text(), err.text(), getattr(out, "events", None))
+            raise TaskTimeout(_with_tails(str(exc), cut),
+                              {**profile.partial(cut), **where}) from None
+        except (FileNotFoundError, PermissionError) as exc:  # e.g. a broken shebang
+            raise AgentNotFound(f"{profile.name} executable {path!r} could not be started: "
+                                f"{exc}; check {profile.env_var}") from None
+        if done.exit_code in (126, 127) and SETPRIV_EXEC_FAILED in done.stderr:
+            reason = done.stderr.split(SETPRIV_EXEC_FAILED, 1)[1].strip().splitlines()[0]
+            raise AgentNotFound(f"{profile.name} executable {path!r} could not be started: "
+                                f"{reason}; check {profile.env_var}")
+        outcome = Outcome(done.exit_code, done.stdout, done.stderr, getattr(out, "events", None))
+        try:
+            result = profile.parse(outcome)
+        except TurboError as exc:
+            raise exc.add_details(**where, duration_s=round(done.duration_s, 3))
+    result.update(where, exit_code=done.exit_code, duration_s=round(done.duration_s, 3),
+                  pid=done.pid)
     return result
+
+
+def _with_tails(text: str, outcome: Outcome) -> str:
+    """A timeout's message with the last words of the CLI, which often say why
+    (a CLI reconnecting to an API it cannot reach)."""
+    parts = [text]
+    if outcome.stderr.strip():
+        parts.append(f"stderr: {tail(outcome.stderr)}")
+    if outcome.stdout.strip():
+        parts.append(f"stdout: {tail(outcome.stdout)}")
+    return "\n".join(parts)
 
 
 def run_process(argv: list[str], *, stdin: bytes | None = None, cwd: str | None = None,
@@ -116,9 +132,13 @@ def run_process(argv: list[str], *, stdin: bytes | None = None, cwd: str | None 
                 kill_grace: float = DEFAULT_KILL_GRACE_S, what: str = "agent run",
                 shown: str | None = None,
                 on_spawn: Callable[[int], None] | None = None,
-                stop: StopEvent | None = None) -> Completed:
+                stop: StopEvent | None = None, stdout: Any = None,
+                stderr: Output | None = None) -> Completed:
     """Run ``argv`` in a new session; kill its process group on deadline, on ``stop``
-    (default: the calling thread's task's stop event) or on interruption."""
+    (default: the calling thread's task's stop event) or on interruption.
+
+    ``stdout``/``stderr`` take the output as it comes (``add(chunk)``, ``text()``,
+    ``overflow``; see :mod:`.events`); by default stdout's head and stderr's tail."""
     if stop is None:
         stop = current_stop()
     if stop is not None and stop.is_set():
@@ -133,7 +153,7 @@ def run_process(argv: list[str], *, stdin: bytes | None = None, cwd: str | None 
     timed_out = cancelled = False
     if on_spawn is not None:
         on_spawn(proc.pid)
-    out = err = pump = None
+    pump = drains = None
     try:
         log.info("%s started, pid %d: %s", what, proc.pid, shown or argv[0])
         if stdin is not None:
@@ -141,13 +161,13 @@ def run_process(argv: list[str], *, stdin: bytes | None = None, cwd: str | None 
                              name=f"agent-stdin-{proc.pid}").start()
         # the waiting thread reads both pipes itself, woken by them and by the CLI's
         # pidfd; without a pidfd, a thread per pipe and growing sleeps
-        pump = _Pump.open(proc)
+        out = stdout if stdout is not None else Output(keep_tail=False, limit=MAX_STDOUT_BYTES)
+        err = stderr if stderr is not None else Output(keep_tail=True, limit=STDERR_KEEP_BYTES)
+        pump = _Pump.open(proc, out, err)
         if pump is not None:
-            out, err = pump.out, pump.err
             exited = pump.run(started + timeout, stop)
         else:
-            out = _Drain(proc.stdout, keep_tail=False, limit=MAX_STDOUT_BYTES)
-            err = _Drain(proc.stderr, keep_tail=True, limit=STDERR_KEEP_BYTES)
+            drains = (_Drain(proc.stdout, out), _Drain(proc.stderr, err))
             exited = _wait_exit(proc.pid, started + timeout, stop)
         if not exited:
             if stop is not None and stop.is_set():
@@ -174,8 +194,11 @@ def run_process(argv: list[str], *, stdin: bytes | None = None, cwd: str | None 
     if pump is not None:
         pump.drain(drained_by)
     else:
-        for drain in (out, err):
+        for drain in drains:
             drain.join(max(0.0, drained_by - time.monotonic()))
+    finish = getattr(out, "finish", None)
+    if finish is not None:  # a last event line without its newline
+        finish()
     elapsed = time.monotonic() - started
     log.info("%s pid %d ended with exit code %s after %.2fs", what, proc.pid, proc.returncode,
              elapsed)
@@ -317,32 +340,6 @@ def _feed(pipe, data: bytes) -> None:
             pass
 
 
-class _Output:
-    """The bytes of one pipe: its head (stdout, up to a cap) or its tail (stderr)."""
-
-    def __init__(self, keep_tail: bool, limit: int):
-        self._keep_tail, self._limit = keep_tail, limit
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self.overflow = False
-
-    def add(self, chunk: bytes) -> None:
-        if self.overflow:
-            return  # past the cap: read on so the CLI never blocks, keep nothing
-        self._chunks.append(chunk)
-        self._size += len(chunk)
-        if self._size > self._limit:
-            data = b"".join(self._chunks)
-            if self._keep_tail:
-                data = data[-self._limit:]
-            else:
-                self.overflow, data = True, data[:self._limit]
-            self._chunks, self._size = [data], len(data)
-
-    def text(self) -> str:
-        return b"".join(list(self._chunks)).decode("utf-8", errors="replace")
-
-
 class _Pump:
     """Both pipes and the exit of one CLI, served by the thread that waits for it.
 
@@ -353,10 +350,9 @@ class _Pump:
     stop event (threads pool) is looked at every ``STOP_POLL_S``; a signal (prefork)
     interrupts the poll at once."""
 
-    def __init__(self, proc: subprocess.Popen, pidfd: int):
+    def __init__(self, proc: subprocess.Popen, pidfd: int, out: Any, err: Any):
         self.proc, self.pidfd = proc, pidfd
-        self.out = _Output(keep_tail=False, limit=MAX_STDOUT_BYTES)
-        self.err = _Output(keep_tail=True, limit=STDERR_KEEP_BYTES)
+        self.out, self.err = out, err
         self.pipes = {proc.stdout.fileno(): (proc.stdout, self.out),
                       proc.stderr.fileno(): (proc.stderr, self.err)}
         self.poller = select.poll()
@@ -364,9 +360,9 @@ class _Pump:
             self.poller.register(fd, select.POLLIN)
 
     @classmethod
-    def open(cls, proc: subprocess.Popen) -> "_Pump | None":
+    def open(cls, proc: subprocess.Popen, out: Any, err: Any) -> "_Pump | None":
         pidfd = _pidfd(proc.pid)
-        return None if pidfd is None else cls(proc, pidfd)
+        return None if pidfd is None else cls(proc, pidfd, out, err)
 
     def run(self, deadline: float, stop: StopEvent | None) -> bool:
         """Serve the pipes until the CLI exits (True: left unreaped), ``deadline`` passes
@@ -426,24 +422,19 @@ class _Pump:
 
 
 class _Drain:
-    """Read a pipe to EOF in a thread; keep its head (stdout) or its tail (stderr).
-    (Where there is no pidfd: the waiting thread then only sleeps and checks.)"""
+    """Read a pipe to EOF in a thread into ``sink`` (where there is no pidfd: the
+    waiting thread then only sleeps and checks)."""
 
-    def __init__(self, pipe, *, keep_tail: bool, limit: int):
-        self._pipe = pipe
-        self._output = _Output(keep_tail=keep_tail, limit=limit)
+    def __init__(self, pipe, sink: Any):
+        self._pipe, self._sink = pipe, sink
         self._thread = threading.Thread(target=self._read, daemon=True, name="agent-drain")
         self._thread.start()
-
-    @property
-    def overflow(self) -> bool:
-        return self._output.overflow
 
     def _read(self) -> None:
         fd = self._pipe.fileno()
         try:
             while chunk := os.read(fd, 65536):
-                self._output.add(chunk)
+                self._sink.add(chunk)
         finally:
             self._pipe.close()  # only this thread touches the pipe
 
@@ -452,14 +443,7 @@ class _Drain:
         if self._thread.is_alive():  # a process outside the group still holds the pipe
             log.warning("agent output pipe still open after the run; using what was read")
 
-    def text(self) -> str:
-        return self._output.text()
 
-
-def _shown(argv: list[str], prompt: str) -> str:
-    """The argv for logs: the prompt and long values shortened, never printed."""
-    def show(arg: str) -> str:
-        if arg.endswith(prompt) and len(arg) - len(prompt) <= len("--prompt="):
-            return f"<prompt: {len(prompt)} chars>"
-        return arg if len(arg) <= 120 else f"<{len(arg)} chars>"
-    return " ".join(show(arg) for arg in argv)
+def _shown(argv: list[str]) -> str:
+    """The argv for logs, long values shortened (the prompt is never in argv)."""
+    return " ".join(arg if len(arg) <= 120 else f"<{len(arg)} chars>" for arg in argv)

@@ -144,7 +144,7 @@ def demo_steps(services: Services, state_dir: Path, logs: Path, rows: int,
     fetch_code = fetch_elsewhere(outcomes)
 
     report.section("Agent runs")
-    agents = run_agents(outcomes, state_dir / "agent-work", model)
+    agents = run_agents(outcomes, model)
 
     this_run = {outcome.task_id for outcome in outcomes + (agents or [])}
     report.summary(began, setup_s, sequential_s, submit_s, wall_s, outcomes, agents,

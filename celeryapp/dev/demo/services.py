@@ -99,6 +99,7 @@ def configure_environment(state_dir: Path) -> None:
     os.environ["TURBO_DUCKDB_PATH"] = str(state_dir / "sample.duckdb")
     os.environ["TURBO_RESULTS_DIR"] = str(state_dir / "results")
     os.environ.setdefault("TURBO_AGENT_SLOTS_DIR", str(state_dir / "agent-slots"))
+    os.environ.setdefault("TURBO_AGENT_SCRATCH_DIR", str(state_dir / "agent-work"))
     reset_settings()
 
 

@@ -9,7 +9,6 @@ import contextlib
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 from celery.exceptions import TimeoutError as ResultTimeout
@@ -58,7 +57,7 @@ def claude_executable() -> str | None:
     return shutil.which(get_settings().claude_bin)
 
 
-def run_agents(outcomes: list[Outcome], workdir: Path, model: str | None) -> list[Outcome] | None:
+def run_agents(outcomes: list[Outcome], model: str | None) -> list[Outcome] | None:
     """Real agent runs about the query results, or None (and a clear line) without claude."""
     found = claude_executable()
     if not found:
@@ -70,10 +69,10 @@ def run_agents(outcomes: list[Outcome], workdir: Path, model: str | None) -> lis
     if not prompts:
         report.agents_without_results()
         return []
-    workdir.mkdir(parents=True, exist_ok=True)
     report.agents_starting(found)
     started = time.monotonic()
-    handles = {name: run_agent.delay(prompt, "claude", cwd=str(workdir), model=model,
+    # each run in a scratch directory of its own (TURBO_AGENT_SCRATCH_DIR, set by the demo)
+    handles = {name: run_agent.delay(prompt, "claude", model=model,
                                      max_turns=2, timeout=AGENT_TIMEOUT_S)
                for name, prompt in prompts.items()}
     done = wait_all(handles, started, AGENT_TIMEOUT_S + 120, report.task_done)

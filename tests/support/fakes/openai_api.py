@@ -1,0 +1,238 @@
+"""A local stand-in for the OpenAI Responses API (``POST /v1/responses``, streamed SSE).
+
+Stdlib only. It is what the real ``codex exec`` talks to in tests::
+
+    with start_openai_api() as api:          # or start_openai_api(mode_default="429")
+        env = {..., "OPENAI_API_KEY": "sk-test", "CODEX_HOME": home}
+        argv = ["codex", "exec", "--json", "--ephemeral", "--skip-git-repo-check",
+                "-c", 'model_provider="standin"',
+                "-c", 'model_providers.standin.name="standin"',
+                "-c", f'model_providers.standin.base_url="{api.url}"',
+                "-c", 'model_providers.standin.wire_api="responses"',
+                "-c", 'model_providers.standin.env_key="OPENAI_API_KEY"',
+                "-c", "model_providers.standin.request_max_retries=0",
+                "-c", "model_providers.standin.stream_max_retries=0",
+                "-c", "model_providers.standin.stream_idle_timeout_ms=10000",
+                "-m", "gpt-5-standin", "-"]          # prompt on stdin
+        api.calls  # one dict per HTTP request: method, path, mode, status, model, prompt
+
+The built-in ``openai`` provider can be pointed here too with ``OPENAI_BASE_URL=<api.url>``
+(plus ``OPENAI_API_KEY``), but then codex first tries a WebSocket to ``<url>/responses`` and
+uses its default retry budget; the custom provider above is what we recommend.
+
+What each request gets is chosen by a directive in the prompt text (the last user input of the
+request body), else by ``mode_default``:
+
+    [api:mode=ok]            a streamed answer "standin answer: <first 60 chars of the prompt>"
+    [api:mode=429]           HTTP 429 rate_limit_exceeded with ``retry-after: 1``
+    [api:mode=401]           HTTP 401 invalid_api_key
+    [api:mode=403]           HTTP 403 (unsupported_country_region_territory)
+    [api:mode=500]           HTTP 500 server_error
+    [api:mode=hang]          200 + response.created, then nothing (stream idle) until stop()
+    [api:mode=disconnect]    200 + response.created, then the connection is closed
+    [api:mode=429 times=2]   the first 2 such requests fail as 429, later ones answer ok
+    [api:text=WORDS]         the answer text (underscores become spaces)
+
+``python3 openai_api.py [mode]`` serves on a free port and prints the URL (for manual probes).
+"""
+import json
+import re
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ERRORS = {
+    "429": (429, {"error": {
+        "message": "Rate limit reached for gpt-5 in organization org-standin on tokens per min "
+                   "(TPM): Limit 30000, Used 30000, Requested 1200. Please try again in 1s.",
+        "type": "tokens", "param": None, "code": "rate_limit_exceeded"}}),
+    "401": (401, {"error": {
+        "message": "Incorrect API key provided: sk-test. You can find your API key at "
+                   "https://platform.openai.com/account/api-keys.",
+        "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}),
+    "403": (403, {"error": {
+        "message": "Country, region, or territory not supported",
+        "type": "request_forbidden", "param": None, "code": "unsupported_country_region_territory"}}),
+    "500": (500, {"error": {
+        "message": "The server had an error while processing your request. Sorry about that!",
+        "type": "server_error", "param": None, "code": None}}),
+}
+
+
+def directives(text):
+    found = {}
+    for body in re.findall(r"\[api:([^\]]*)\]", text or ""):
+        for token in body.split():
+            key, _, value = token.partition("=")
+            found[key] = value
+    return found
+
+
+def last_user_text(body):
+    """The text of the last user message of a Responses API request body."""
+    items = body.get("input")
+    if isinstance(items, str):
+        return items
+    texts = []
+    for item in items or []:
+        if item.get("role") != "user":
+            continue
+        content = item.get("content")
+        if isinstance(content, str):
+            texts = [content]
+            continue
+        texts = [part.get("text", "") for part in content or [] if isinstance(part, dict)]
+    return "\n".join(texts)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _json(self, status, payload, headers=()):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for key, value in headers:
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        api = self.server.api
+        api._record({"method": "GET", "path": self.path, "mode": None, "status": 404})
+        self._json(404, {"error": {"message": f"Unknown path {self.path}", "type":
+                                   "invalid_request_error", "param": None, "code": None}})
+
+    def do_POST(self):
+        api = self.server.api
+        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = {}
+        prompt = last_user_text(body)
+        do = directives(prompt)
+        mode = do.get("mode", api.mode_default)
+        if mode != "ok" and "times" in do:
+            key = (mode, prompt)
+            with api.lock:
+                seen = api.failures.get(key, 0)
+                api.failures[key] = seen + 1
+            if seen >= int(do["times"]):
+                mode = "ok"
+        call = {"method": "POST", "path": self.path, "mode": mode, "model": body.get("model"),
+                "stream": body.get("stream"), "prompt": prompt,
+                "authorization": self.headers.get("authorization"), "t": time.time(),
+                "headers": dict(self.headers), "body": body}
+        if not self.path.rstrip("/").endswith("/responses"):
+            call["status"] = 404
+            api._record(call)
+            return self._json(404, {"error": {"message": f"Unknown path {self.path}"}})
+        if mode in ERRORS:
+            status, payload = ERRORS[mode]
+            call["status"] = status
+            api._record(call)
+            headers = [("retry-after", "1"), ("x-ratelimit-reset-tokens", "1s")] if status == 429 else []
+            return self._json(status, payload, headers)
+        call["status"] = 200
+        api._record(call)
+        text = do.get("text", "").replace("_", " ") or f"standin answer: {prompt[:60]}"
+        self._stream(body, mode, text)
+
+    def _event(self, payload):
+        self.wfile.write(f"event: {payload['type']}\ndata: {json.dumps(payload)}\n\n".encode())
+        self.wfile.flush()
+
+    def _stream(self, body, mode, text):
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        rid, mid = f"resp_{uuid.uuid4().hex}", f"msg_{uuid.uuid4().hex}"
+        model = body.get("model") or "gpt-5"
+        response = {"id": rid, "object": "response", "created_at": int(time.time()),
+                    "status": "in_progress", "model": model, "output": []}
+        self._event({"type": "response.created", "sequence_number": 0, "response": response})
+        if mode == "hang":
+            self.server.api.stopped.wait()
+            return
+        if mode == "disconnect":
+            return
+        item = {"id": mid, "type": "message", "status": "in_progress", "role": "assistant",
+                "content": []}
+        self._event({"type": "response.output_item.added", "sequence_number": 1,
+                     "output_index": 0, "item": item})
+        self._event({"type": "response.content_part.added", "sequence_number": 2,
+                     "item_id": mid, "output_index": 0, "content_index": 0,
+                     "part": {"type": "output_text", "text": "", "annotations": []}})
+        self._event({"type": "response.output_text.delta", "sequence_number": 3, "item_id": mid,
+                     "output_index": 0, "content_index": 0, "delta": text})
+        self._event({"type": "response.output_text.done", "sequence_number": 4, "item_id": mid,
+                     "output_index": 0, "content_index": 0, "text": text})
+        done = dict(item, status="completed",
+                    content=[{"type": "output_text", "text": text, "annotations": []}])
+        self._event({"type": "response.content_part.done", "sequence_number": 5, "item_id": mid,
+                     "output_index": 0, "content_index": 0, "part": done["content"][0]})
+        self._event({"type": "response.output_item.done", "sequence_number": 6,
+                     "output_index": 0, "item": done})
+        usage = {"input_tokens": 1200, "input_tokens_details": {"cached_tokens": 200},
+                 "output_tokens": 7, "output_tokens_details": {"reasoning_tokens": 0},
+                 "total_tokens": 1207}
+        self._event({"type": "response.completed", "sequence_number": 7, "response": dict(
+            response, status="completed", output=[done], usage=usage)})
+
+
+class OpenAIStandin:
+    """A running stand-in: ``.url`` (ends in /v1), ``.calls``, ``.stop()``; a context manager."""
+
+    def __init__(self, mode_default="ok", host="127.0.0.1", port=0):
+        self.mode_default = mode_default
+        self.calls = []
+        self.failures = {}
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.server = ThreadingHTTPServer((host, port), _Handler)
+        self.server.daemon_threads = True
+        self.server.api = self
+        self.url = f"http://{host}:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def _record(self, call):
+        with self.lock:
+            self.calls.append(call)
+
+    def stop(self):
+        self.stopped.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def start_openai_api(mode_default="ok", host="127.0.0.1", port=0):
+    return OpenAIStandin(mode_default, host, port)
+
+
+if __name__ == "__main__":
+    api = start_openai_api(sys.argv[1] if len(sys.argv) > 1 else "ok")
+    print(api.url, flush=True)
+    try:
+        while True:
+            time.sleep(1)
+            if "-v" in sys.argv:
+                print(len(api.calls), flush=True)
+    except KeyboardInterrupt:
+        api.stop()
