@@ -31,6 +31,7 @@ demo-down: $(STAMP)
 # root with apt-get (best effort: elsewhere that one test says why it is skipped).
 test: $(STAMP)
 	-@$(MAKE) --no-print-directory browser-deps
+	-@$(MAKE) --no-print-directory agent-clis
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -60,3 +61,11 @@ browser-deps:
 		echo "  apt-get update && apt-get install -y chromium chromium-driver" >&2; \
 		exit 1; \
 	fi
+
+# The real agent CLIs (claude, codex, gemini) at the versions pinned in
+# tests/support/agent_clis.py, installed with npm into ~/.cache/agent-turbo/agent-clis for
+# tests/integration/test_real_claude.py. `make test` tries it first (best effort: without
+# node/npm or the registry that test is skipped and says why).
+.PHONY: agent-clis
+agent-clis: $(STAMP)
+	PYTHONPATH=tests $(PY) -m support.agent_clis install

@@ -41,7 +41,7 @@ SLOT_WAIT_SINCE = "turbo_slot_wait_since"
 FIRST_STARTED = "turbo_agent_first_started"
 API_CALLS = "turbo_agent_api_calls"
 COST = "turbo_agent_cost_usd"
-MIN_ATTEMPT_S = 5.0  # an attempt with less of the timeout left is not started
+MIN_ATTEMPT_S = 5.0  # a retry with less of the timeout left (or 1/4 of it) is not started
 
 
 class AgentTask(TurboTask):
@@ -77,16 +77,17 @@ class AgentTask(TurboTask):
         return {"attempts": self.request.retries + 1, "api_calls_total": calls,
                 "cost_usd_total": round(cost, 6)}
 
-    def retry_within(self, exc: TransientError, retries: int, first: float, timeout: float,
+    def retry_within(self, exc: TransientError, retries: int | None, first: float, timeout: float,
                      spent: dict):
         """Retry ``exc`` with backoff if another attempt fits in the caller's timeout;
         else raise it, stating the attempts and API calls it took."""
         settings = get_settings()
+        retries = settings.max_retries if retries is None else retries
         attempt = self.request.retries
         ceiling = min(settings.retry_backoff_max, settings.retry_backoff * (2 ** attempt))
         countdown = random.uniform(ceiling / 2, ceiling)
         left = timeout - (time.time() - first) - countdown
-        if attempt >= retries or left < MIN_ATTEMPT_S:
+        if attempt >= retries or left < min(MIN_ATTEMPT_S, timeout / 4):
             why = (f"{retries} retries spent" if attempt >= retries else
                    f"another attempt would not fit in the timeout of {timeout:g}s")
             exc.add_details(**spent, gave_up=why)
@@ -166,7 +167,7 @@ def run_agent(self, prompt: str, profile: str = DEFAULT_PROFILE, *, cwd: str | N
     # threads pool: a revoke sets this event (no signal reaches a thread); prefork: unused
     stop = running.stop_event()
     try:
-        if left < MIN_ATTEMPT_S:
+        if self.request.retries and left < min(MIN_ATTEMPT_S, timeout / 4):
             raise TaskTimeout(f"{chosen.name} agent run: its timeout of {timeout:g}s was spent "
                               f"before this attempt", spent)
         with slots.acquire(min(SLOT_WAIT_S, left, grace), note=f"task {self.request.id}",

@@ -9,10 +9,11 @@ Two halves:
       HINCRBYFLOAT turbo:metrics:agent_cost_usd <profile> <cost>
       HINCRBY      turbo:metrics:agent_runs     <profile>:<outcome> 1
 
-  Outcomes: ``success``, ``error``, ``timeout``, ``rate_limited`` (retries spent),
-  ``not_found``, ``invalid``, ``retried`` (a rate-limited attempt that will be
-  retried) and ``revoked``. Failed runs add the cost their error message reports
-  (claude bills failed runs too). A slot wait is not a run.
+  Outcomes: ``success``, ``error``, ``timeout``, ``rate_limited`` and ``unavailable``
+  (retries spent), ``auth`` (the API refused the key), ``turn_limit``, ``not_found``,
+  ``invalid``, ``retried`` (an attempt that will be retried) and ``revoked``. Failed
+  runs add the cost of the attempt their error's details report (claude bills failed
+  runs too). A slot wait is not a run.
 
 * **Exporting.** ``python -m celeryapp.monitoring.metrics`` serves ``/metrics`` with
   ``prometheus_client``: a :class:`Collector` reads Redis at each scrape, in a
@@ -83,7 +84,12 @@ def _cost(value) -> float | None:
 
 
 def cost_from_error(exc) -> float | None:
-    """The cost an agent error message reports (``..., cost_usd 0.0123, ...``)."""
+    """The cost of the attempt an agent error reports: its ``details["cost_usd"]``
+    (this attempt only; ``cost_usd_total`` would count earlier attempts again), else
+    a ``cost_usd 0.0123`` in its message."""
+    details = getattr(exc, "details", None)
+    if isinstance(details, dict) and details.get("cost_usd") is not None:
+        return _cost(details["cost_usd"])
     match = _COST_IN_MESSAGE.search(str(exc) if exc is not None else "")
     return _cost(float(match.group(1))) if match else None
 
@@ -92,6 +98,12 @@ def outcome_of(exc) -> str:
     names = {cls.__name__ for cls in type(exc).__mro__}
     if "AgentRateLimited" in names:
         return "rate_limited"
+    if "AgentUnavailable" in names:
+        return "unavailable"
+    if "AgentAuthError" in names:
+        return "auth"
+    if "AgentTurnLimit" in names:
+        return "turn_limit"
     if names & {"TaskTimeout", SoftTimeLimitExceeded.__name__, TimeLimitExceeded.__name__}:
         return "timeout"
     if "AgentNotFound" in names:

@@ -154,7 +154,7 @@ def parse(outcome: Outcome) -> dict:
     result = events.result
     if result is None:
         # died before its answer: a crash, a refused flag, a broken install
-        raise failure("claude", outcome, found, None, None, outcome.stderr, outcome.stdout) \
+        raise failure("claude", outcome, found, None, None, outcome.stderr) \
             if outcome.exit_code != 0 else AgentError(
                 message("claude", outcome, "printed no result event"), found)
     text = result.get("result") if isinstance(result.get("result"), str) else None

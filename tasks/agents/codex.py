@@ -1,12 +1,22 @@
 """The ``codex`` profile: ``codex exec --json``, prompt on stdin (``-``).
 
-``--json`` prints JSON lines: ``thread.started`` (the session id), ``item.completed``
-(the agent's messages, its commands, its non-fatal errors), ``turn.completed``
-(usage), and on failure ``error`` events (``Reconnecting... 1/5 (...)``, the
-CLI retrying on its own) and ``turn.failed``. Its own retries are bounded through
-the model provider's ``request_max_retries``/``stream_max_retries`` so the task's
-backoff and timeout decide; without them a run with no network loops
-"Reconnecting..." until its timeout. ``--ephemeral`` keeps no session files
+``--json`` prints JSON lines (0.171): ``thread.started`` (the session id),
+``turn.started``, ``item.completed`` (the agent's messages; an item of type
+``error`` is a warning, not a failure), ``turn.completed`` (usage, cumulative over
+a resumed thread), and on failure ``error`` events - ``Reconnecting... n/5 (...)``
+while the CLI retries on its own - then ``turn.failed``, exit 1, all on stdout.
+Its texts: ``exceeded retry limit, last status: 429 Too Many Requests``,
+``unexpected status 401 Unauthorized: ...``, ``We're currently experiencing high
+demand`` (5xx), ``stream disconnected before completion``, ``Connection failed:
+error sending request`` (no network).
+
+Its retries: the built-in ``openai`` provider's loops (5 stream retries, 4 request
+retries) cannot be configured (codex refuses to override a built-in provider), but
+the loop that never ends can: with no network codex waits "Reconnecting...
+waiting for network" forever unless ``features.unbounded_connection_retries`` is
+off, which the worker always sets. A provider of the operator's own
+(``model_provider`` in ``$CODEX_HOME/config.toml``) takes ``stream_max_retries``
+and ``request_max_retries`` there. ``--ephemeral`` keeps no session files
 (``keep_session`` keeps them; ``resume`` continues one with ``exec resume``).
 """
 from __future__ import annotations
@@ -21,7 +31,6 @@ from .outcome import Outcome, facts, failure, message
 ENV = ("OPENAI_*", "CODEX_*", "AZURE_OPENAI_*")
 _STATUS = re.compile(r"last status: (\d{3})|\b(\d{3}) (?:Too Many Requests|Unauthorized|Forbidden"
                      r"|Internal Server Error|Bad Gateway|Service Unavailable)")
-PROVIDER = "openai"
 
 
 class CodexEvents:
@@ -31,6 +40,7 @@ class CodexEvents:
         self.thread_id: str | None = None
         self.messages: list[str] = []
         self.errors: list[str] = []
+        self.warnings: list[str] = []  # error items: the CLI went on
         self.reconnects = 0
         self.turns = 0
         self.usage: dict[str, int] = {}
@@ -48,7 +58,7 @@ class CodexEvents:
             if item.get("type") == "agent_message" and isinstance(item.get("text"), str):
                 self.messages.append(item["text"])
             elif item.get("type") == "error" and isinstance(item.get("message"), str):
-                self.errors.append(item["message"])
+                self.warnings.append(item["message"])
         elif kind == "turn.completed":
             self.completed = True
             for key, value in (event.get("usage") or {}).items():
@@ -81,7 +91,8 @@ def argv(executable: str, options: dict[str, Any], session_id: str | None,
         args += ["--cd", workdir]
         if options.get("permission_mode"):
             args += ["--sandbox", options["permission_mode"]]
-    args += ["--json", "--skip-git-repo-check"]
+    # no network: fail (and be retried by the task) instead of waiting forever
+    args += ["--json", "--skip-git-repo-check", "-c", "features.unbounded_connection_retries=false"]
     if not options.get("keep_session") and not options.get("resume"):
         args.append("--ephemeral")
     if options.get("model"):
@@ -94,12 +105,6 @@ def argv(executable: str, options: dict[str, Any], session_id: str | None,
 
 def env_fixed(max_retries: int) -> dict[str, str]:
     return {}
-
-
-def retry_config(max_retries: int) -> list[str]:
-    """``-c`` overrides that bound codex's own retries on its default provider."""
-    return ["-c", f"model_providers.{PROVIDER}.request_max_retries={max_retries}",
-            "-c", f"model_providers.{PROVIDER}.stream_max_retries={max_retries}"]
 
 
 def _status(*texts: str | None) -> int | None:

@@ -35,16 +35,22 @@ AUTH_STATUSES = frozenset({401, 403})
 
 _RATE_LIMIT_TEXT = re.compile(
     r"rate[ _-]?limit|usage limit|hit your limit|overloaded|quota exceeded|resource_exhausted"
-    r"|too many requests|\b(?:429|529)\b", re.IGNORECASE)
+    r"|too many requests|exceeded your current quota|RetryableQuotaError"
+    r"|(?:status|code)\W{0,3}(?:429|529)\b|\((?:429|529)\)|API Error: (?:429|529)\b",
+    re.IGNORECASE)
 _AUTH_TEXT = re.compile(
     r"invalid (?:x-)?api[ _-]?key|authentication_error|permission_error|unauthori[sz]ed"
-    r"|\b(?:401|403)\b|please run /login|oauth token has expired|api key not valid"
-    r"|permission[_ ]denied|forbidden", re.IGNORECASE)
+    r"|(?:status|code)\W{0,3}(?:401|403)\b|\((?:401|403)\)|API Error: (?:401|403)\b"
+    r"|please run /login|oauth token has expired|api key not valid"
+    r"|permission[_ ]denied|forbidden|unauthenticated|missing environment variable",
+    re.IGNORECASE)
 _UNAVAILABLE_TEXT = re.compile(
-    r"unable to connect|connection (?:error|refused|reset)|econnrefused|econnreset|enotfound"
+    r"unable to connect|connection (?:error|refused|reset|failed)|econnrefused|econnreset|enotfound"
     r"|etimedout|fetch failed|network error|socket hang up|stream disconnected"
-    r"|\b5\d\d\b|api_error|internal server error|service unavailable|bad gateway"
-    r"|error sending request|timed out", re.IGNORECASE)
+    r"|(?:status|code)\W{0,3}5\d\d\b|API Error: 5\d\d\b|api_error|internal server error"
+    r"|service unavailable|bad gateway|gateway timeout"
+    r"|error sending request|timed out|high demand|temporar(?:il)?y unavailable",
+    re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from support.helpers import gone, unique_queue, wait_for
 from celery.exceptions import TaskRevokedError
 
 from tasks.agent import run_agent
-from tasks.errors import (AgentError, AgentNotFound, AgentRateLimited, InvalidRequest,
-                          TaskTimeout)
+from tasks.errors import (AgentAuthError, AgentError, AgentNotFound, AgentRateLimited,
+                          AgentTurnLimit, InvalidRequest, TaskTimeout)
 
 WAIT = 60
 
@@ -39,6 +39,8 @@ def test_success_result_fields(shared_worker):
     assert result["task_id"] == async_result.id
     assert result["worker"] == shared_worker.name
     assert result["attempts"] == 1
+    assert result["api_calls"] == result["api_calls_total"] == 1
+    assert result["cost_usd_total"] == 0.0123
     assert gone(result["pid"])
 
 
@@ -48,9 +50,11 @@ def test_hostile_prompt_and_options_arrive_intact(shared_worker):
                              allowed_tools=["Read", "Bash(ls:*)"], permission_mode="plan",
                              append_system_prompt="Answer in 'one' line; $(no)").get(timeout=WAIT)
     assert json.loads(result["result"]) == [
-        "-p", "--output-format", "json", "--model", "opus", "--max-turns", "4",
-        "--allowedTools", "Read,Bash(ls:*)", "--permission-mode", "plan",
-        "--append-system-prompt", "Answer in 'one' line; $(no)", "--", prompt]
+        "-p", "--output-format", "stream-json", "--verbose", "--model", "opus",
+        "--max-turns", "4", "--allowedTools", "Read,Bash(ls:*)", "--permission-mode", "plan",
+        "--append-system-prompt", "Answer in 'one' line; $(no)", "--no-session-persistence"]
+    assert run_agent.delay(prompt.replace("echo-args", "stdin-or-argv")).get(
+        timeout=WAIT)["result"] == "stdin"  # the prompt: never in argv, where ps shows it
     assert not Path("/tmp/owned").exists()
 
 
@@ -64,6 +68,11 @@ def test_cwd_is_honoured(shared_worker, tmp_path):
     (("hi",), {"profile": "nope"}, "unknown agent profile 'nope'; known profiles: claude, codex"),
     (("hi", "codex"), {"max_turns": 3}, "'max_turns' is not supported by agent profile 'codex'"),
     (("hi",), {"max_turns": -1}, "max_turns"),
+    (("hi",), {"max_turns": 0}, "must be a whole number >= 1"),
+    (("hi",), {"permission_mode": "bogus"}, "must be one of acceptEdits, auto"),
+    (("hi",), {"model": ["a"]}, "'model' for profile 'claude' must be a non-empty string"),
+    (("hi",), {"allowed_tools": [3]}, "list of tool names"),
+    (("hi",), {"resume": "not-a-session"}, "a session id"),
     (("",), {}, "prompt must be a non-empty string"),
     (("hi",), {"timeout": 10 ** 6}, "exceeds the maximum of 3600s \\(TURBO_AGENT_MAX_TIMEOUT\\)"),
     (("hi",), {"retries": -1}, "retries"),
@@ -73,9 +82,28 @@ def test_bad_requests_are_refused_before_submitting(args, kwargs, needle):
         run_agent.delay(*args, **kwargs)
 
 
-def test_bad_cwd_fails_on_the_worker(shared_worker):
+def test_bad_cwd_fails_on_the_worker(shared_worker, celery_app, tmp_path):
     with pytest.raises(InvalidRequest, match="not a directory"):
-        run_agent.delay("hi", cwd="/nonexistent/dir").get(timeout=WAIT)
+        run_agent.delay("hi", cwd=str(tmp_path / "missing")).get(timeout=WAIT)
+    refused = run_agent.delay("hi", cwd="/etc")  # outside TURBO_AGENT_CWD_ROOTS
+    with pytest.raises(InvalidRequest, match="TURBO_AGENT_CWD_ROOTS"):
+        refused.get(timeout=WAIT)
+    assert_not_retried(celery_app, shared_worker, refused)
+
+
+def test_the_worker_refuses_what_its_operator_did_not_allow(start_worker, celery_app):
+    queue = unique_queue()
+    worker = start_worker(queues=queue, concurrency=1, env={
+        "TURBO_AGENT_PERMISSION_MODES": "default,plan", "TURBO_AGENT_ALLOWED_TOOLS": "Read,Grep"})
+    for kwargs, needle in [({"permission_mode": "acceptEdits"}, "TURBO_AGENT_PERMISSION_MODES"),
+                           ({"allowed_tools": ["Read", "Bash"]}, "tool 'Bash' is not allowed")]:
+        refused = run_agent.apply_async(("hi",), kwargs, queue=queue)
+        with pytest.raises(InvalidRequest, match=needle):
+            refused.get(timeout=WAIT)
+        assert_not_retried(celery_app, worker, refused)
+    ok = run_agent.apply_async(("hi",), {"permission_mode": "plan", "allowed_tools": ["Read"]},
+                               queue=queue)
+    assert ok.get(timeout=WAIT)["is_error"] is False
 
 
 # --- permanent failures -------------------------------------------------------------------
@@ -90,20 +118,23 @@ def test_agent_error_is_not_retried_and_shows_stderr(shared_worker, celery_app):
     async_result = run_agent.delay("[fake:error] [fake:stderr=the_disk_is_on_fire]")
     with pytest.raises(AgentError) as raised:
         async_result.get(timeout=WAIT)
-    message = str(raised.value)
-    assert "exit code 1" in message and "subtype error_during_execution" in message
-    assert "the disk is on fire" in message
+    message, details = str(raised.value), raised.value.details
+    assert "exit code 1" in message and "the disk is on fire" in message
+    assert details["subtype"] == "error_during_execution" and details["attempts"] == 1
+    assert details["session_id"] and details["cost_usd"] == 0.0123  # what was paid for
     assert_not_retried(celery_app, shared_worker, async_result)
 
 
-@pytest.mark.parametrize("prompt,needle", [
-    ("[fake:garbage]", "printed no JSON result"),
-    ("[fake:max-turns]", "subtype error_max_turns"),
-    ("[fake:crash]", "RuntimeError: fake claude crashed on purpose"),
+@pytest.mark.parametrize("prompt,error,needle", [
+    ("[fake:garbage]", AgentError, "printed no result event"),
+    ("[fake:max-turns]", AgentTurnLimit, "stopped at its turn limit"),
+    ("[fake:crash]", AgentError, "RuntimeError: fake claude crashed on purpose"),
+    ("[fake:unauthorized]", AgentAuthError, "Invalid API key"),
 ])
-def test_malformed_or_failed_runs_are_agent_errors(shared_worker, celery_app, prompt, needle):
+def test_malformed_or_failed_runs_are_not_retried(shared_worker, celery_app, prompt, error,
+                                                  needle):
     async_result = run_agent.delay(prompt)
-    with pytest.raises(AgentError, match=needle):
+    with pytest.raises(error, match=needle):
         async_result.get(timeout=WAIT)
     assert_not_retried(celery_app, shared_worker, async_result)
 
@@ -121,7 +152,7 @@ def test_missing_executable(start_worker, celery_app):
 def test_rate_limit_is_retried_then_succeeds(shared_worker, celery_app, tmp_path):
     async_result = run_agent.delay(f"[fake:rate-limit-until=2 state={tmp_path / 'calls'}]")
     result = async_result.get(timeout=WAIT)
-    assert result["attempts"] == 3
+    assert result["attempts"] == 3 and result["api_calls_total"] == 3
     assert (tmp_path / "calls").read_text() == "3"
     assert celery_app.backend.get_task_meta(async_result.id)["retries"] == 2
 
@@ -129,8 +160,10 @@ def test_rate_limit_is_retried_then_succeeds(shared_worker, celery_app, tmp_path
 def test_rate_limit_past_the_budget_fails(shared_worker, celery_app, tmp_path):
     async_result = run_agent.delay(f"[fake:rate-limit-until=99 state={tmp_path / 'calls'}]",
                                    retries=1)
-    with pytest.raises(AgentRateLimited, match="api_error_status 429"):
+    with pytest.raises(AgentRateLimited, match="gave up after 2 attempts") as raised:
         async_result.get(timeout=WAIT)
+    assert raised.value.details["api_error_status"] == 429
+    assert raised.value.details["attempts"] == 2
     assert (tmp_path / "calls").read_text() == "2"
     assert celery_app.backend.get_task_meta(async_result.id)["retries"] == 1
 
@@ -145,8 +178,9 @@ def test_timeout_stops_the_run_and_frees_the_worker(start_worker):
     queue = unique_queue()
     start_worker(queues=queue, concurrency=1)
     started = time.monotonic()
-    with pytest.raises(TaskTimeout, match="exceeded its timeout of 2s"):
+    with pytest.raises(TaskTimeout, match="exceeded its timeout of 2s") as raised:
         run_agent.delay("[fake:sleep=60]", timeout=2, queue=queue).get(timeout=WAIT)
+    assert raised.value.details["session_id"]  # the run cut short still names its session
     assert time.monotonic() - started < 20
     started = time.monotonic()
     assert run_agent.delay("next", queue=queue).get(timeout=WAIT)["result"].endswith("next")

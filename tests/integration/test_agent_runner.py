@@ -1,4 +1,5 @@
-"""The agent runner, profiles and slots without Celery, against the fake claude CLI."""
+"""The agent runner, profiles and slots without Celery, against the fake claude CLI
+(tests/support/fakes/claude, kept in line with the real one by test_real_claude.py)."""
 from __future__ import annotations
 
 import json
@@ -13,33 +14,45 @@ from pathlib import Path
 import pytest
 from support.helpers import gone, wait_for
 
-from tasks.agents import profiles, runner
-from tasks.agents.profiles import Outcome, get_profile
+from celeryapp.core.agent_options import CLAUDE_PERMISSION_MODES
+from tasks.agents import runner
+from tasks.agents.sandbox import Caps
 from tasks.agents.slots import HostSlots
-from tasks.errors import (AgentError, AgentNotFound, AgentRateLimited, InvalidRequest, SlotsBusy,
+from tasks.errors import (AgentAuthError, AgentError, AgentNotFound, AgentRateLimited,
+                          AgentTurnLimit, AgentUnavailable, InvalidRequest, SlotsBusy,
                           TaskTimeout)
 
 FAKE = str(Path(__file__).resolve().parents[1] / "support" / "fakes" / "claude")
+OPTIONS = ("model", "max_turns", "allowed_tools", "permission_mode", "append_system_prompt",
+           "resume", "keep_session", "keep_workdir")
+SID = "0e732061-e35c-49a0-b6f2-cd379e48e9d4"
 
 
-def run(prompt, timeout=30.0, **kwargs):
-    options = {name: kwargs.pop(name) for name in profiles.PROFILES["claude"].options
-               if name in kwargs}
-    kwargs.setdefault("executable", FAKE)
-    return runner.run("claude", prompt, options, timeout=timeout, **kwargs)
+@pytest.fixture
+def caps(tmp_path) -> Caps:
+    return Caps(scratch_dir=tmp_path / "scratch", permission_modes=CLAUDE_PERMISSION_MODES,
+                cwd_roots=(str(tmp_path),), kill_grace=2.0)
 
 
-def test_success_fields_are_parsed(tmp_path):
+@pytest.fixture
+def run(caps):
+    def run(prompt, timeout=30.0, **kwargs):
+        options = {name: kwargs.pop(name) for name in OPTIONS if name in kwargs}
+        kwargs.setdefault("executable", FAKE)
+        kwargs["caps"] = kwargs.pop("with_caps", caps)
+        return runner.run("claude", prompt, options, timeout=timeout, **kwargs)
+    return run
+
+
+def test_success_fields_are_parsed(run):
     result = run("hello there", model="m-test")
     assert result["result"] == "fake claude (m-test): hello there"
-    assert result["is_error"] is False
-    assert result["subtype"] == "success"
-    assert result["cost_usd"] == 0.0123
+    assert result["is_error"] is False and result["subtype"] == "success"
+    assert result["cost_usd"] == 0.0123 and result["num_turns"] == 1
     assert len(result["session_id"]) == 36
-    assert result["num_turns"] == 1
-    assert result["usage"]["output_tokens"] == 7
-    assert result["exit_code"] == 0
-    assert result["profile"] == "claude"
+    assert result["usage"]["output_tokens"] == 7 and result["model_usage"]
+    assert result["api_calls"] == 1 and result["api_retries"] == 0
+    assert result["exit_code"] == 0 and result["profile"] == "claude"
     assert result["duration_s"] > 0
     assert result["pid"] > 0 and gone(result["pid"])
 
@@ -48,110 +61,161 @@ def test_success_fields_are_parsed(tmp_path):
     """$(rm -rf ~); "x" 'y' `id` | && ; \\n * ? ~ $HOME""",
     "-v --help starts like a flag",
     "ünïcödé ✓ 中文\nsecond line\ttab",
+    "x" * 300_000,
 ])
-def test_prompt_arrives_intact(prompt):
-    result = run(prompt + " [fake:echo-args]")
-    argv = json.loads(result["result"])
-    assert argv[-1] == prompt + " [fake:echo-args]"
-    assert argv[-2] == "--"
+def test_prompt_travels_on_stdin_never_in_argv(run, prompt):
+    result = run(prompt + " [fake:stdin-or-argv]")
+    assert result["result"] == "stdin"
+    argv = json.loads(run(prompt + " [fake:echo-args]")["result"])
+    assert not any(prompt[:50] in arg for arg in argv)
 
 
-def test_long_prompt_goes_on_stdin():
-    prompt = "x" * (profiles.ARGV_PROMPT_LIMIT + 10) + " [fake:echo-args]"
-    argv = json.loads(run(prompt)["result"])
-    assert argv == ["-p", "--output-format", "json"]
-    assert run("y" * (profiles.ARGV_PROMPT_LIMIT + 10))["result"].endswith("y" * 1000)
-
-
-def test_options_map_to_flags():
+def test_options_map_to_flags(run):
     result = run("[fake:echo-args]", model="opus", max_turns=3,
                  allowed_tools=["Bash(git log:*)", "Edit"], permission_mode="acceptEdits",
                  append_system_prompt="Be brief.")
     assert json.loads(result["result"]) == [
-        "-p", "--output-format", "json", "--model", "opus", "--max-turns", "3",
-        "--allowedTools", "Bash(git log:*),Edit", "--permission-mode", "acceptEdits",
-        "--append-system-prompt", "Be brief.", "--", "[fake:echo-args]"]
+        "-p", "--output-format", "stream-json", "--verbose", "--model", "opus",
+        "--max-turns", "3", "--allowedTools", "Bash(git log:*),Edit",
+        "--permission-mode", "acceptEdits", "--append-system-prompt", "Be brief.",
+        "--no-session-persistence"]
 
 
-def test_cwd_is_honoured(tmp_path):
-    assert run("[fake:cwd]", cwd=str(tmp_path))["result"] == str(tmp_path)
+def test_a_kept_session_is_named_and_resumed(run, caps):
+    argv = json.loads(run("[fake:echo-args]", keep_session=True)["result"])
+    assert "--no-session-persistence" not in argv
+    session = argv[argv.index("--session-id") + 1]
+    assert caps.session_dir("claude", session).is_dir()
+    resumed = json.loads(run("[fake:echo-args]", resume=session)["result"])
+    assert resumed[-2:] == ["--resume", session]
+    with pytest.raises(InvalidRequest, match="not kept on this worker"):
+        run("go on", resume=SID)
 
 
-def test_turbo_settings_are_hidden_from_the_agent():
-    env = runner.agent_env({"PATH": "/bin", "TURBO_REDIS_PASSWORD": "s3cret",
-                            "TURBO_BROKER_URL": "redis://:s3cret@h", "ANTHROPIC_API_KEY": "k"})
-    assert env == {"PATH": "/bin", "ANTHROPIC_API_KEY": "k"}
+def test_runs_in_a_scratch_directory_removed_afterwards(run, caps):
+    result = run("where [fake:cwd]")
+    workdir = Path(result["result"])
+    assert workdir.parent == caps.scratch_dir and not workdir.exists()
+    assert result["workdir"] is None
+    kept = run("where [fake:cwd]", keep_workdir=True)
+    assert kept["workdir"] == kept["result"] and Path(kept["result"]).is_dir()
+
+
+def test_a_failed_run_removes_its_scratch_directory_too(run, caps):
+    with pytest.raises(AgentError):
+        run("[fake:error]")
+    assert list(caps.scratch_dir.iterdir()) == []
+
+
+def test_cwd_under_the_allowed_roots_is_honoured(run, tmp_path):
+    (tmp_path / "repo").mkdir()
+    result = run("[fake:cwd]", cwd=str(tmp_path / "repo"))
+    assert result["result"] == str(tmp_path / "repo") and result["workdir"] == result["result"]
+
+
+def test_the_agent_sees_an_allowlisted_environment(run):
+    base = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
+            "ANTHROPIC_API_KEY": "k", "DATABRICKS_TOKEN": "dapi-secret",
+            "TURBO_REDIS_PASSWORD": "s3cret", "AWS_SECRET_ACCESS_KEY": "aws"}
+    seen = {name: run(f"[fake:env={name}]", env=base)["result"] for name in base}
+    assert seen["ANTHROPIC_API_KEY"] == "k" and base["PATH"] in seen["PATH"]  # (pyenv adds)
+    assert not seen["DATABRICKS_TOKEN"] and not seen["TURBO_REDIS_PASSWORD"]
+    assert not seen["AWS_SECRET_ACCESS_KEY"]
+    assert run("[fake:env=CLAUDE_CODE_MAX_RETRIES]", env=base)["result"] == "1"
 
 
 # --- validation -----------------------------------------------------------------------
 @pytest.mark.parametrize("profile,prompt,options,needle", [
     ("nope", "hi", {}, "unknown agent profile 'nope'; known profiles: claude, codex, gemini"),
     ("codex", "hi", {"max_turns": 3}, "option 'max_turns' is not supported by agent profile "
-                                       "'codex' (supported: model)"),
+                                       "'codex'"),
     ("claude", "hi", {"max_turns": 0}, "option 'max_turns' for profile 'claude' must be"),
-    ("claude", "hi", {"max_turns": True}, "max_turns"),
-    ("claude", "hi", {"allowed_tools": [""]}, "allowed_tools"),
-    ("claude", "hi", {"model": 5}, "model"),
+    ("claude", "hi", {"permission_mode": "bogus"}, "must be one of acceptEdits"),
     ("claude", "", {}, "prompt must be a non-empty string"),
     ("claude", "a\x00b", {}, "NUL"),
-    ("claude", None, {}, "prompt"),
 ])
-def test_bad_requests_are_refused(profile, prompt, options, needle):
-    with pytest.raises(InvalidRequest, match=needle.replace("(", r"\(").replace(")", r"\)")):
-        runner.run(profile, prompt, options, executable=FAKE, timeout=5)
+def test_bad_requests_are_refused(caps, profile, prompt, options, needle):
+    with pytest.raises(InvalidRequest) as caught:
+        runner.run(profile, prompt, options, executable=FAKE, timeout=5, caps=caps)
+    assert needle in str(caught.value)
 
 
-@pytest.mark.parametrize("cwd", ["relative/dir", "/nonexistent/dir", 42])
-def test_bad_cwd_is_refused(cwd):
-    with pytest.raises(InvalidRequest, match="cwd"):
+@pytest.mark.parametrize("cwd, needle", [("relative/dir", "absolute"),
+                                         ("/etc", "TURBO_AGENT_CWD_ROOTS"), (42, "cwd")])
+def test_bad_cwd_is_refused(run, cwd, needle):
+    with pytest.raises(InvalidRequest, match=needle):
         run("hi", cwd=cwd)
 
 
-def test_missing_executable_names_the_setting():
+def test_missing_executable_names_the_setting(run):
     with pytest.raises(AgentNotFound, match="'/nonexistent/claude'.*TURBO_CLAUDE_BIN"):
         run("hi", executable="/nonexistent/claude")
     with pytest.raises(AgentNotFound, match="TURBO_CLAUDE_BIN"):
         run("hi", executable="no-such-claude-binary")
 
 
-def test_not_executable_file_is_not_found(tmp_path):
+def test_not_executable_file_is_not_found(run, tmp_path):
     script = tmp_path / "claude"
     script.write_text("#!/bin/sh\necho hi\n")
     with pytest.raises(AgentNotFound):
         run("hi", executable=str(script))
 
 
-# --- failures ---------------------------------------------------------------------------
-def test_error_result_raises_with_exit_code_subtype_and_stderr():
+# --- outcomes ---------------------------------------------------------------------------
+def test_error_result_keeps_its_details_and_stderr(run):
     with pytest.raises(AgentError) as raised:
         run("[fake:error] [fake:stderr=something_went_wrong_here]")
-    message = str(raised.value)
-    assert "exit code 1" in message
-    assert "subtype error_during_execution" in message
-    assert "something went wrong here" in message
-    assert "error during execution: tool failed" in message
+    message, details = str(raised.value), raised.value.details
+    assert "exit code 1" in message and "something went wrong here" in message
+    assert details["subtype"] == "error_during_execution" and details["exit_code"] == 1
+    assert details["session_id"] and details["cost_usd"] == 0.0123
 
 
-def test_max_turns_is_an_error_even_with_exit_code_zero():
-    with pytest.raises(AgentError, match="subtype error_max_turns") as raised:
+def test_turn_limit_is_its_own_error_with_the_session_to_resume(run):
+    with pytest.raises(AgentTurnLimit) as raised:
         run("[fake:max-turns]", max_turns=2)
-    assert "exit code 0" in str(raised.value)
-    assert "session_id" in str(raised.value)  # so the caller can resume
+    details = raised.value.details
+    assert details["subtype"] == "error_max_turns" and details["exit_code"] == 1
+    assert details["num_turns"] == 3 and details["cost_usd"] == 0.0123  # limit + 1, as the real CLI
+    assert f"resume={details['session_id']!r}" in str(raised.value)
 
 
-def test_garbage_output_is_an_error():
-    with pytest.raises(AgentError, match="printed no JSON result") as raised:
+@pytest.mark.parametrize("directive, error, status", [
+    ("[fake:rate-limit-until=9 state={state}]", AgentRateLimited, 429),
+    ("[fake:overloaded]", AgentRateLimited, 529),
+    ("[fake:overloaded=repeated]", AgentRateLimited, None),
+    ("[fake:unauthorized]", AgentAuthError, 401),
+    ("[fake:forbidden]", AgentAuthError, 403),
+    ("[fake:server-error]", AgentUnavailable, 500),
+    ("[fake:server-error=unreachable]", AgentUnavailable, None),
+])
+def test_api_errors_are_classed(run, tmp_path, directive, error, status):
+    with pytest.raises(error) as raised:
+        run(directive.format(state=tmp_path / "calls"))
+    assert raised.value.details["api_error_status"] == status
+    assert raised.value.details["exit_code"] == 1
+
+
+def test_rate_limit_then_success(run, tmp_path):
+    prompt = f"[fake:rate-limit-until=1 state={tmp_path / 'calls'}]"
+    with pytest.raises(AgentRateLimited, match="API Error: Request rejected \\(429\\)"):
+        run(prompt)
+    assert run(prompt)["is_error"] is False
+
+
+def test_garbage_output_is_an_error(run):
+    with pytest.raises(AgentError, match="printed no result event") as raised:
         run("[fake:garbage]")
     assert "this is not json" in str(raised.value)
 
 
-def test_crash_shows_the_traceback_tail():
+def test_crash_shows_the_traceback_tail(run):
     with pytest.raises(AgentError, match="exit code 2") as raised:
         run("[fake:crash]")
     assert "RuntimeError: fake claude crashed on purpose" in str(raised.value)
 
 
-def test_unknown_flag_error_from_the_cli_is_reported(tmp_path):
+def test_unknown_flag_error_from_the_cli_is_reported(run, tmp_path):
     script = tmp_path / "claude"
     script.write_text(f"#!/bin/sh\nexec {FAKE} --no-such-flag \"$@\"\n")
     script.chmod(0o755)
@@ -159,112 +223,44 @@ def test_unknown_flag_error_from_the_cli_is_reported(tmp_path):
         run("hi", executable=str(script))
 
 
-def test_stderr_tail_is_bounded():
+def test_stderr_tail_is_bounded(run):
     with pytest.raises(AgentError) as raised:
         run("[fake:error] [fake:stderr=" + "y" * 10000 + "]")
-    assert len(str(raised.value)) < 4 * profiles.TAIL_CHARS
-
-
-@pytest.mark.parametrize("directive", ["[fake:overloaded]",
-                                       "[fake:rate-limit-until=5 state={state}]"])
-def test_rate_limits_are_transient_even_with_exit_code_zero(tmp_path, directive):
-    with pytest.raises(AgentRateLimited, match="exit code 0"):
-        run(directive.format(state=tmp_path / "calls"))
-
-
-def test_rate_limit_then_success(tmp_path):
-    prompt = f"[fake:rate-limit-until=1 state={tmp_path / 'calls'}]"
-    with pytest.raises(AgentRateLimited, match="api_error_status 429"):
-        run(prompt)
-    assert run(prompt)["is_error"] is False
-
-
-# --- parsing edge cases (no process) ----------------------------------------------
-def claude_json(**fields) -> str:
-    payload = {"type": "result", "subtype": "success", "is_error": False, "result": "ok",
-               "session_id": "s", "total_cost_usd": 0.1, "num_turns": 1, "duration_ms": 1500}
-    payload.update(fields)
-    return json.dumps(payload)
-
-
-def test_claude_event_list_and_leading_log_lines_are_read():
-    events = json.dumps([{"type": "system", "subtype": "init"}, json.loads(claude_json())])
-    assert profiles.parse_claude(Outcome(0, events, ""))["result"] == "ok"
-    noisy = "warning: something\n" + claude_json(result="fine")
-    parsed = profiles.parse_claude(Outcome(0, noisy, ""))
-    assert parsed["result"] == "fine" and parsed["cli_duration_s"] == 1.5
-
-
-@pytest.mark.parametrize("outcome", [
-    Outcome(0, claude_json(result="Claude AI usage limit reached|1750708800"), ""),
-    Outcome(0, claude_json(is_error=True, result="You've hit your limit · resets 3am"), ""),
-    Outcome(1, "", "Error: 429 Too Many Requests"),
-])
-def test_claude_usage_limits_are_rate_limits(outcome):
-    with pytest.raises(AgentRateLimited):
-        profiles.parse_claude(outcome)
-
-
-def test_a_successful_answer_about_rate_limits_is_not_a_rate_limit():
-    parsed = profiles.parse_claude(Outcome(0, claude_json(result="Use a rate limit of 5/s."), ""))
-    assert parsed["result"] == "Use a rate limit of 5/s."
-
-
-def test_nonzero_exit_with_success_json_is_an_error():
-    with pytest.raises(AgentError, match="exit code 3"):
-        profiles.parse_claude(Outcome(3, claude_json(), ""))
-
-
-def test_gemini_and_codex_profiles():
-    gemini = get_profile("gemini")
-    assert gemini.invocation("gemini", "-x hi", {"model": "g"}).argv == [
-        "gemini", "--output-format", "json", "--model", "g", "--prompt=-x hi"]
-    answer = json.dumps({"response": "Paris", "stats": {"models": {}}, "session_id": "g1"})
-    assert gemini.parse(Outcome(0, answer, ""))["result"] == "Paris"
-    quota = json.dumps({"error": {"type": "ApiError", "message": "Quota exceeded", "code": 429}})
-    with pytest.raises(AgentRateLimited):
-        gemini.parse(Outcome(1, quota, ""))
-    with pytest.raises(AgentError, match="exit code 42"):
-        gemini.parse(Outcome(42, "", "invalid argument"))
-
-    codex = get_profile("codex")
-    invocation = codex.invocation("codex", "y" * (profiles.ARGV_PROMPT_LIMIT + 1), {})
-    assert invocation.argv == ["codex", "exec", "--skip-git-repo-check", "-"]
-    assert invocation.stdin.startswith(b"yyy")
-    assert codex.parse(Outcome(0, "done\n", "progress..."))["result"] == "done"
-    with pytest.raises(AgentRateLimited):
-        codex.parse(Outcome(1, "", "stream error: 429 Too Many Requests; rate limit reached"))
-    with pytest.raises(AgentError, match="exit code 1"):
-        codex.parse(Outcome(1, "", "Not inside a trusted directory"))
+    assert len(str(raised.value)) < 5000
 
 
 # --- deadlines and process groups ---------------------------------------------------
-def test_timeout_kills_the_process_group(tmp_path):
+def test_timeout_kills_the_process_group_and_keeps_the_session(run, tmp_path):
     pidfile = tmp_path / "grandchild.pid"
     started = time.monotonic()
-    with pytest.raises(TaskTimeout, match="exceeded its timeout of 3s"):
-        run(f"[fake:grandchild={pidfile}] [fake:pidfile={tmp_path / 'leader.pid'}]",
-            timeout=3, kill_grace=2)
+    with pytest.raises(TaskTimeout, match="exceeded its timeout of 3s") as raised:
+        run(f"[fake:grandchild={pidfile}] [fake:pidfile={tmp_path / 'leader.pid'}] "
+            f"[fake:stderr=still_working_on_it]", timeout=3)
     assert time.monotonic() - started < 15
+    assert raised.value.details["session_id"]  # from the init event, before any answer
+    assert "still working on it" in str(raised.value)  # the output's tail
     for name in ("grandchild.pid", "leader.pid"):
-        pid = int(wait_for(lambda: (tmp_path / name).exists() and (tmp_path / name).read_text().strip(), 1, name))
+        pid = int(wait_for(lambda: (tmp_path / name).exists()
+                           and (tmp_path / name).read_text().strip(), 1, name))
         assert gone(pid), f"{name} {pid} still running"
 
 
-def test_kill_escalates_when_term_is_ignored(tmp_path):
+def test_kill_escalates_when_term_is_ignored(run, tmp_path, caps):
+    import dataclasses
     started = time.monotonic()
     with pytest.raises(TaskTimeout):
         run(f"[fake:ignore-term] [fake:sleep=60] [fake:pidfile={tmp_path / 'pid'}]",
-            timeout=3.0, kill_grace=1.0)
+            timeout=3.0, with_caps=dataclasses.replace(caps, kill_grace=1.0))
     assert 3.9 < time.monotonic() - started < 15  # TERM ignored: KILL after the grace
-    assert gone(int(wait_for(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text().strip(), 1, "pid")))
+    assert gone(int(wait_for(lambda: (tmp_path / "pid").exists()
+                             and (tmp_path / "pid").read_text().strip(), 1, "pid")))
 
 
 class Interrupted(BaseException):
     """Stands in for Celery's SoftTimeLimitExceeded raised by a signal handler."""
 
 
-def test_signal_in_the_waiting_thread_kills_the_group(tmp_path):
+def test_signal_in_the_waiting_thread_kills_the_group(run, tmp_path):
     pidfile = tmp_path / "grandchild.pid"
 
     def raise_interrupted(signum, frame):
@@ -279,14 +275,14 @@ def test_signal_in_the_waiting_thread_kills_the_group(tmp_path):
         threading.Thread(target=signal_when_started, daemon=True).start()
         started = time.monotonic()
         with pytest.raises(Interrupted):
-            run(f"[fake:grandchild={pidfile}]", timeout=120, kill_grace=2)
+            run(f"[fake:grandchild={pidfile}]", timeout=120)
         assert time.monotonic() - started < 30
     finally:
         signal.signal(signal.SIGUSR1, previous)
     assert gone(int(pidfile.read_text()))
 
 
-def test_output_of_a_process_outside_the_group_does_not_hang_the_run(tmp_path):
+def test_output_of_a_process_outside_the_group_does_not_hang_the_run(run, tmp_path):
     script = tmp_path / "claude"
     # setsid puts the sleeper in its own session: it keeps the stdout pipe open.
     script.write_text(f"#!/bin/sh\nsetsid sleep 8 &\nexec {FAKE} \"$@\"\n")

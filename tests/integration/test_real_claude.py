@@ -10,6 +10,7 @@ cannot be installed (no node/npm, no registry), with the reason.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
@@ -62,7 +63,18 @@ CASES = [
          text="API Error: Unable to connect to API (ConnectionRefused)"),
     Case("timeout", "mode=slow secs=4", "server-error=timeout", exit=1, is_error=True, calls=2,
          text="Request timed out", env={"API_TIMEOUT_MS": "1000"}),
+    # 3 consecutive 529s end the run whatever CLAUDE_CODE_MAX_RETRIES (>= 2) allows
+    Case("529-repeated", "mode=529", "overloaded=repeated", exit=1, is_error=True, calls=3,
+         text="API Error: Repeated 529 Overloaded errors. The API is at capacity",
+         env={"CLAUDE_CODE_MAX_RETRIES": "5"}),
+    Case("budget", "mode=ok", "max-budget", ["--max-budget-usd", "0.01"], exit=1,
+         subtype="error_max_budget_usd", is_error=True, status="absent"),
+    Case("refusal", "mode=ok stop=refusal", "refusal", exit=1, is_error=True,
+         text="API Error: Claude Code is unable to respond to this request"),
 ]
+# (errors, num_turns, stop_reason, terminal_reason) where the run stopped on a limit
+STOPPED = {"max-turns": (["Reached maximum number of turns (1)"], 2, "tool_use", "max_turns"),
+           "budget": (["Reached maximum budget ($0.01)"], 1, "end_turn", "absent")}
 
 
 @dataclass
@@ -174,11 +186,15 @@ def test_real_claude_result(case, real_runs):
     else:
         assert result["result"].startswith(case.text), describe(run)
     assert uuid.UUID(result["session_id"])
-    if case.name == "max-turns":  # the limit is 1 and num_turns says 2: the turn it refused
-        assert result["errors"] == ["Reached maximum number of turns (1)"]
-        assert result["num_turns"] == 2
-        assert (result["stop_reason"], result["terminal_reason"]) == ("tool_use", "max_turns")
+    if case.name in STOPPED:  # max-turns: the limit is 1 and num_turns says 2
+        errors, turns, stop_reason, terminal_reason = STOPPED[case.name]
+        assert result["errors"] == errors
+        assert result["num_turns"] == turns
+        assert result["stop_reason"] == stop_reason
+        assert result.get("terminal_reason", "absent") == terminal_reason
         assert result["total_cost_usd"] > 0
+    elif case.name == "refusal":  # the model answered (and it cost), with stop_reason refusal
+        assert result["stop_reason"] == "refusal" and result["total_cost_usd"] > 0
     elif case.is_error:  # the API call failed: nothing was spent, no model used
         assert "errors" not in result
         assert result["total_cost_usd"] == 0 and result["modelUsage"] == {}
@@ -231,7 +247,7 @@ def test_fake_claude_has_the_real_shape(case, real_runs, runner):
     for name in ("type", "subtype", "is_error", "api_error_status", "stop_reason",
                  "terminal_reason", "errors"):
         assert ours.get(name, "absent") == theirs.get(name, "absent"), name
-    if case.text is not None:
+    if case.is_error and case.text is not None:  # the error texts are the real ones
         assert ours["result"].startswith(case.text)
 
 
@@ -250,30 +266,43 @@ def test_fake_text_output_is_the_real_one(name, runner):
 
 def test_resume_after_a_turn_limit_real_and_fake(runner):
     """A turn-limit stop can be resumed only if the session was persisted (no
-    --no-session-persistence), from the same cwd and the same HOME/CLAUDE_CONFIG_DIR; the
-    fake fails the same way, with the same message on stderr."""
+    --no-session-persistence), from the same cwd and the same HOME (CLAUDE_CONFIG_DIR);
+    the fake fails the same way, with the same message on stderr and nothing on stdout."""
     persist = ["-p", "--output-format", "json"]
     stop = next(c for c in CASES if c.name == "max-turns")
     go_on = Case("resume", "mode=ok", "")
-    for kind in ("real", "fake"):
+
+    def check(kind):
         call = getattr(runner, kind)
         home = runner.home()
         work, other = home / "proj.x_1", home / "other"
         work.mkdir(), other.mkdir()
+        unsaved = call(stop, home=home, cwd=work).json["session_id"]  # --no-session-persistence
         first = call(stop, base=persist, home=home, cwd=work)
+        assert first.code == 1 and first.json["subtype"] == "error_max_turns", describe(first)
         sid = first.json["session_id"]
-        sessions = list((home / ".claude" / "projects").glob(f"*/{sid}.jsonl"))
-        assert [p.parent.name for p in sessions] == [str(work).replace("/", "-").replace(
-            ".", "-").replace("_", "-")], (kind, sessions)
+        sessions = [p.relative_to(home) for p in home.glob(".claude/projects/*/*.jsonl")]
+        assert sessions == [Path(".claude/projects", re.sub(r"[^A-Za-z0-9]", "-", str(work)),
+                                 f"{sid}.jsonl")], (kind, sessions)
         resumed = call(go_on, base=persist, home=home, cwd=work, extra=["--resume", sid])
         assert resumed.code == 0 and resumed.json["session_id"] == sid, (kind, describe(resumed))
-        if kind == "real":
-            assert resumed.calls == 1
-        for elsewhere, base in ((other, persist), (work, BASE)):
-            lost = call(go_on, base=base, home=home if base is persist else runner.home(),
-                        cwd=elsewhere, extra=["--resume", sid])
+        assert resumed.json["subtype"] == "success"
+        for missing, cwd in ((unsaved, work), (sid, other)):
+            lost = call(go_on, base=persist, home=home, cwd=cwd, extra=["--resume", missing])
             assert (lost.code, lost.stdout) == (1, ""), (kind, describe(lost))
-            assert lost.stderr.strip() == f"No conversation found with session ID: {sid}"
-        gone = call(go_on, base=BASE, home=home, cwd=work,
-                    extra=["--no-session-persistence", "--resume", sid]) if False else None
-        del gone
+            assert lost.stderr == f"No conversation found with session ID: {missing}\n", kind
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for future in [pool.submit(check, kind) for kind in ("real", "fake")]:
+            future.result()
+
+
+def test_fake_env_and_prompt_source_directives(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SHOWN": "yes"}
+    argv = [str(FAKE), *BASE]
+    shown = run_cli(argv + ["--", "[fake:env=SHOWN]"], env, tmp_path)
+    unset = run_cli(argv + ["--", "[fake:env=NOT_SET_ANYWHERE]"], env, tmp_path)
+    piped = run_cli(argv, env, tmp_path, stdin="[fake:stdin-or-argv]")
+    given = run_cli(argv + ["--", "[fake:stdin-or-argv]"], env, tmp_path)
+    assert [r.json["result"] for r in (shown, unset, piped, given)] == ["yes", None, "stdin",
+                                                                         "argv"]

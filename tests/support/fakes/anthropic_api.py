@@ -19,7 +19,14 @@ As a script (one JSON line on stdout: ``{"url", "port", "pid"}``, or the bare po
 What the real claude sends (2.1.x, ``ANTHROPIC_BASE_URL`` pointing here, API key auth):
 ``HEAD /`` (a reachability check), then ``POST /v1/messages?beta=true`` with
 ``"stream": true``; ``POST /v1/messages/count_tokens`` is answered too. ``GET /`` and
-``HEAD /`` answer 200; anything else 404 (and is recorded, mode ``unknown``).
+``HEAD /`` answer 200 (recorded with mode ``probe``); anything else 404 (recorded too).
+
+Each entry of ``calls``: ``time`` (its start, epoch s), ``method``, ``path``, ``status``
+(None while the answer is pending, e.g. ``slow``), ``mode`` (what it answered: ``ok``,
+``429``, ..., ``probe`` for HEAD/GET), ``requested_mode``, ``key``, ``n`` (the key's call
+number), ``model``, ``stream``, ``messages`` (how many the request carried),
+``tool_result``, ``user_agent``, ``duration``; with ``keep_bodies=True`` also ``body`` and
+``headers``. A call is in ``calls`` as soon as it arrives.
 
 Behaviour per request: the directive ``[api:...]`` found in the text of the LAST user
 message of the request (tool results and system text are not read), else the server's
@@ -28,8 +35,9 @@ mode name; the first directive in that message wins::
 
     [api:mode=ok]                   answer text (``text=a_b`` to choose it, underscores as spaces)
     [api:mode=tools]                1st call: a tool_use block (Bash ``echo tool-ran``, or
+                                    ``command=ls_-la`` (underscores as spaces), or
                                     ``tool=read path=/abs/file``); a request that carries the
-                                    tool_result gets end_turn text quoting that result
+                                    tool_result gets end_turn text "Tool result: <its text>"
     [api:mode=429]                  HTTP 429 rate_limit_error, ``retry-after: 1`` (``retry-after=N``)
     [api:mode=529]                  HTTP 529 overloaded_error
     [api:mode=401]                  HTTP 401 authentication_error
@@ -41,6 +49,8 @@ mode name; the first directive in that message wins::
     [api:mode=empty]                a message with no content blocks (end_turn)
     [api:mode=truncated]            the SSE stream stops after one text delta, connection closed
     stop=REASON                     (with ok/tools/empty) the stop_reason to send, e.g. max_tokens
+    model=NAME                      the mode applies only to requests whose model contains NAME;
+                                    others answer ``ok`` (e.g. to see --fallback-model at work)
 
 ``key`` names the counter of a directive (default: the directive's own text), so tests
 that run in parallel with different keys never share one. Every call is counted (see
@@ -320,6 +330,8 @@ class _Handler(BaseHTTPRequestHandler):
                                            else v) for k, v in self.headers.items()}
         if mode == "429" and "until" in opts:
             mode = "429" if n <= int(opts["until"]) else "ok"
+        if "model" in opts and opts["model"] not in model:  # the mode is for that model only
+            mode = "ok"
         call["mode"] = mode
         if mode == "slow":
             time.sleep(float(opts.get("secs", api.slow_secs)))
@@ -364,7 +376,8 @@ class _Handler(BaseHTTPRequestHandler):
                         "input": {"file_path": opts.get("path", "/etc/hostname")}}
             else:
                 tool = {"type": "tool_use", "id": new_id("toolu_01"), "name": "Bash",
-                        "input": {"command": opts.get("command", "echo tool-ran"),
+                        "input": {"command": opts.get("command", "echo_tool-ran").replace(
+                                      "_", " "),
                                   "description": "Print a marker"}}
             return [{"type": "text", "text": "Running the tool."}, tool], "tool_use"
         if results:

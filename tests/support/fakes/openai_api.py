@@ -25,15 +25,24 @@ request body), else by ``mode_default``:
 
     [api:mode=ok]            a streamed answer "standin answer: <first 60 chars of the prompt>"
     [api:mode=429]           HTTP 429 rate_limit_exceeded with ``retry-after: 1``
+    [api:mode=quota]         HTTP 429 insufficient_quota (no retry-after)
     [api:mode=401]           HTTP 401 invalid_api_key
     [api:mode=403]           HTTP 403 (unsupported_country_region_territory)
     [api:mode=500]           HTTP 500 server_error
     [api:mode=hang]          200 + response.created, then nothing (stream idle) until stop()
     [api:mode=disconnect]    200 + response.created, then the connection is closed
+    [api:mode=slow secs=N]   wait N seconds (default 30), then answer as ok
     [api:mode=429 times=2]   the first 2 such requests fail as 429, later ones answer ok
+                             (``until=2`` is the same; ``key=NAME`` names the counter, default:
+                             the mode + prompt text, so parallel tests should use distinct keys)
     [api:text=WORDS]         the answer text (underscores become spaces)
 
-``python3 openai_api.py [mode]`` serves on a free port and prints the URL (for manual probes).
+Each entry of ``calls``: method, path, status, mode (what was answered), model, stream, prompt
+(the last user text), authorization, t (epoch s), headers, body. ``count()`` counts them.
+
+As a script (prints one JSON line ``{"url", "port", "pid"}``; stops on SIGTERM/SIGINT)::
+
+    python3 tests/support/fakes/openai_api.py [--port 0] [--mode ok]
 """
 import json
 import re
@@ -48,6 +57,11 @@ ERRORS = {
         "message": "Rate limit reached for gpt-5 in organization org-standin on tokens per min "
                    "(TPM): Limit 30000, Used 30000, Requested 1200. Please try again in 1s.",
         "type": "tokens", "param": None, "code": "rate_limit_exceeded"}}),
+    "quota": (429, {"error": {
+        "message": "You exceeded your current quota, please check your plan and billing details. "
+                   "For more information on this error, read the docs: "
+                   "https://platform.openai.com/docs/guides/error-codes/api-errors.",
+        "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}}),
     "401": (401, {"error": {
         "message": "Incorrect API key provided: sk-test. You can find your API key at "
                    "https://platform.openai.com/account/api-keys.",
@@ -119,13 +133,16 @@ class _Handler(BaseHTTPRequestHandler):
         prompt = last_user_text(body)
         do = directives(prompt)
         mode = do.get("mode", api.mode_default)
-        if mode != "ok" and "times" in do:
-            key = (mode, prompt)
+        limit = do.get("times", do.get("until"))
+        if mode != "ok" and limit is not None:
+            key = do.get("key") or (mode, prompt)
             with api.lock:
                 seen = api.failures.get(key, 0)
                 api.failures[key] = seen + 1
-            if seen >= int(do["times"]):
+            if seen >= int(limit):
                 mode = "ok"
+        delay = float(do.get("secs", 30)) if mode == "slow" else 0
+        mode = "ok" if mode == "slow" else mode
         call = {"method": "POST", "path": self.path, "mode": mode, "model": body.get("model"),
                 "stream": body.get("stream"), "prompt": prompt,
                 "authorization": self.headers.get("authorization"), "t": time.time(),
@@ -138,10 +155,12 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = ERRORS[mode]
             call["status"] = status
             api._record(call)
-            headers = [("retry-after", "1"), ("x-ratelimit-reset-tokens", "1s")] if status == 429 else []
+            headers = [("retry-after", "1"), ("x-ratelimit-reset-tokens", "1s")] if mode == "429" else []
             return self._json(status, payload, headers)
         call["status"] = 200
         api._record(call)
+        if delay:
+            api.stopped.wait(delay)
         text = do.get("text", "").replace("_", " ") or f"standin answer: {prompt[:60]}"
         self._stream(body, mode, text)
 
@@ -190,6 +209,14 @@ class _Handler(BaseHTTPRequestHandler):
             response, status="completed", output=[done], usage=usage)})
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class OpenAIStandin:
     """A running stand-in: ``.url`` (ends in /v1), ``.calls``, ``.stop()``; a context manager."""
 
@@ -199,8 +226,7 @@ class OpenAIStandin:
         self.failures = {}
         self.lock = threading.Lock()
         self.stopped = threading.Event()
-        self.server = ThreadingHTTPServer((host, port), _Handler)
-        self.server.daemon_threads = True
+        self.server = _Server((host, port), _Handler)
         self.server.api = self
         self.url = f"http://{host}:{self.server.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -209,6 +235,12 @@ class OpenAIStandin:
     def _record(self, call):
         with self.lock:
             self.calls.append(call)
+
+    def count(self, path_contains=None):
+        """How many requests arrived (optionally only those whose path contains the text)."""
+        with self.lock:
+            return sum(1 for call in self.calls
+                       if path_contains is None or path_contains in call["path"])
 
     def stop(self):
         self.stopped.set()
@@ -226,13 +258,24 @@ def start_openai_api(mode_default="ok", host="127.0.0.1", port=0):
     return OpenAIStandin(mode_default, host, port)
 
 
+def main(argv):
+    import argparse
+    import os
+    import signal
+    parser = argparse.ArgumentParser(description="OpenAI Responses API stand-in")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--mode", default="ok")
+    args = parser.parse_args(argv)
+    api = start_openai_api(args.mode, port=args.port)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    print(json.dumps({"url": api.url, "port": api.server.server_address[1], "pid": os.getpid()}),
+          flush=True)
+    done.wait()
+    api.stop()
+    return 0
+
+
 if __name__ == "__main__":
-    api = start_openai_api(sys.argv[1] if len(sys.argv) > 1 else "ok")
-    print(api.url, flush=True)
-    try:
-        while True:
-            time.sleep(1)
-            if "-v" in sys.argv:
-                print(len(api.calls), flush=True)
-    except KeyboardInterrupt:
-        api.stop()
+    sys.exit(main(sys.argv[1:]))
