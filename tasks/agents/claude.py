@@ -110,8 +110,8 @@ def argv(executable: str, options: dict[str, Any], session_id: str | None,
     return args
 
 
-def env_fixed(max_retries: int) -> dict[str, str]:
-    return {"CLAUDE_CODE_MAX_RETRIES": str(max_retries), "DISABLE_AUTOUPDATER": "1"}
+def env_fixed(caps: Any) -> dict[str, str]:
+    return {"CLAUDE_CODE_MAX_RETRIES": str(caps.cli_max_retries), "DISABLE_AUTOUPDATER": "1"}
 
 
 def _api_calls(events: ClaudeEvents, failed_call: bool) -> int:

@@ -103,7 +103,7 @@ def argv(executable: str, options: dict[str, Any], session_id: str | None,
     return args
 
 
-def env_fixed(max_retries: int) -> dict[str, str]:
+def env_fixed(caps: Any) -> dict[str, str]:
     return {}
 
 

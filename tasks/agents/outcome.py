@@ -41,7 +41,7 @@ _RATE_LIMIT_TEXT = re.compile(
 _AUTH_TEXT = re.compile(
     r"invalid (?:x-)?api[ _-]?key|authentication_error|permission_error|unauthori[sz]ed"
     r"|(?:status|code)\W{0,3}(?:401|403)\b|\((?:401|403)\)|API Error: (?:401|403)\b"
-    r"|please run /login|oauth token has expired|api key not valid"
+    r"|please run /login|oauth token has expired|api key not valid|auth method"
     r"|permission[_ ]denied|forbidden|unauthenticated|missing environment variable",
     re.IGNORECASE)
 _UNAVAILABLE_TEXT = re.compile(

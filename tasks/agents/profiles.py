@@ -25,12 +25,14 @@ class Profile:
     name: str
     argv: Callable[..., list[str]]          # (executable, options, session_id, workdir)
     env: tuple[str, ...]                     # patterns of the worker's variables it sees
-    env_fixed: Callable[[int], dict[str, str]]  # set by the worker (CLI max retries)
+    env_fixed: Callable[[Any], dict[str, str]]  # set by the worker, from its caps
     parse: Callable[[Outcome], dict]         # the result, or a classified error
     partial: Callable[[Outcome], dict]       # the details of a run cut short
     reader: Callable[[], Any] | None = None  # stdout as events; None: one answer
     hidden: tuple[str, ...] = ()             # variables never passed, even if matched
-    names_sessions: bool = False             # the worker may choose the session id
+    # the CLI finds a session by the directory it ran in (claude): a kept session gets
+    # a directory of its own, named by an id the worker chooses (--session-id)
+    sessions_by_workdir: bool = False
 
     @property
     def setting(self) -> str:
@@ -45,10 +47,12 @@ class Profile:
                                                                     limit=MAX_STDOUT_BYTES)
 
     def session(self, options: Mapping[str, Any]) -> str | None:
-        """The session id a kept (or resumed) session lives under, else None."""
+        """The id whose directory a kept (or resumed) session lives in, else None."""
+        if not self.sessions_by_workdir:
+            return None  # (codex finds a session by its id, from any directory)
         if options.get("resume"):
             return options["resume"]
-        if options.get("keep_session") and self.names_sessions:
+        if options.get("keep_session"):
             return str(uuid.uuid4())
         return None
 
@@ -56,7 +60,8 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "claude": Profile(name="claude", argv=claude.argv, env=claude.ENV,
                       env_fixed=claude.env_fixed, parse=claude.parse, partial=claude.partial,
-                      reader=claude.reader, hidden=claude.HIDDEN, names_sessions=True),
+                      reader=claude.reader, hidden=claude.HIDDEN,
+                      sessions_by_workdir=True),
     "codex": Profile(name="codex", argv=codex.argv, env=codex.ENV, env_fixed=codex.env_fixed,
                      parse=codex.parse, partial=codex.partial, reader=codex.reader),
     "gemini": Profile(name="gemini", argv=gemini.argv, env=gemini.ENV,

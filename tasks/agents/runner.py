@@ -81,7 +81,7 @@ def run(profile_name: str, prompt: str, options: Mapping[str, Any], *, executabl
     cwd = None if cwd is None else os.fspath(cwd)
     caps.check(options, cwd)
     session = profile.session(options)
-    run_env = caps.env(profile.env, profile.env_fixed(caps.cli_max_retries), env,
+    run_env = caps.env(profile.env, profile.env_fixed(caps), env,
                        hidden=profile.hidden)
     path = resolve_executable(executable, profile.name, profile.env_var, run_env.get("PATH"))
     keep = bool(options.get("keep_workdir"))

@@ -295,7 +295,7 @@ def no_claude(monkeypatch, tmp_path):
 
 
 def test_agent_runs_skipped_without_claude(no_claude, tmp_path, capsys):
-    assert demo_workload.run_agents([], tmp_path, model=None) is None
+    assert demo_workload.run_agents([], model=None) is None
     assert "claude not found on PATH: agent runs skipped" in capsys.readouterr().out
 
 

@@ -141,14 +141,16 @@ def test_unacked_messages(exporter, broker, celery_app, start_worker):
 def test_agent_cost_and_runs(exporter, celery_app, shared_worker):
     """Each agent run adds its cost to its profile's total and counts its outcome."""
     from tasks.agent import run_agent
+    from tasks.errors import AgentError
 
     before = scrape(exporter)
     ok = [run_agent.delay(f"say hi {i}") for i in range(2)]
     failed = run_agent.delay("[fake:error] fail please", retries=0)
     for result in ok:
         assert result.get(timeout=60)["cost_usd"] == pytest.approx(COST)
-    with pytest.raises(Exception, match="cost_usd 0.0123"):
+    with pytest.raises(AgentError) as raised:
         failed.get(timeout=60)
+    assert raised.value.details["cost_usd"] == pytest.approx(COST)  # failed runs are billed
 
     def grown():
         now = scrape(exporter)
@@ -189,8 +191,8 @@ def test_binding_members():
 def test_outcomes_and_costs_from_errors():
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from tasks.errors import (AgentError, AgentNotFound, AgentRateLimited, InvalidRequest,
-                              TaskTimeout)
+    from tasks.errors import (AgentAuthError, AgentError, AgentNotFound, AgentRateLimited,
+                              AgentTurnLimit, AgentUnavailable, InvalidRequest, TaskTimeout)
 
     assert metrics.outcome_of(AgentRateLimited("x")) == "rate_limited"
     assert metrics.outcome_of(TaskTimeout("x")) == "timeout"
@@ -198,6 +200,11 @@ def test_outcomes_and_costs_from_errors():
     assert metrics.outcome_of(AgentNotFound("x")) == "not_found"
     assert metrics.outcome_of(InvalidRequest("x")) == "invalid"
     assert metrics.outcome_of(AgentError("x")) == "error"
+    assert metrics.outcome_of(AgentTurnLimit("x")) == "turn_limit"
+    assert metrics.outcome_of(AgentAuthError("x")) == "auth"
+    assert metrics.outcome_of(AgentUnavailable("x")) == "unavailable"
+    assert metrics.cost_from_error(AgentTurnLimit("stopped", {"cost_usd": 0.25,
+                                                              "cost_usd_total": 0.75})) == 0.25
     assert metrics.cost_from_error(AgentError(
         "claude run failed (exit code 1, subtype error, cost_usd 0.5, session_id s)")) == 0.5
     assert metrics.cost_from_error(AgentError("no cost here")) is None

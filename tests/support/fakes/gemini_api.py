@@ -4,17 +4,19 @@ It answers ``POST /v1beta/models/<model>:streamGenerateContent?alt=sse`` (SSE),
 ``:generateContent`` and ``:countTokens``; it is what the real ``gemini`` CLI talks to in tests::
 
     with start_gemini_api() as api:           # or start_gemini_api(mode_default="429")
-        env = {"PATH": ..., "HOME": home,     # or GEMINI_CLI_HOME=home
-               "GOOGLE_GEMINI_BASE_URL": api.url,   # selects the "gateway" auth type
-               "GEMINI_API_KEY": "dummy",           # sent as x-goog-api-key
-               "GEMINI_CLI_TRUST_WORKSPACE": "true"}  # or the --skip-trust flag
+        # <home>/.gemini/settings.json -- the selectedType is REQUIRED: with
+        # GOOGLE_GEMINI_BASE_URL alone the CLI picks the "gateway" auth type and headless mode
+        # exits 41 "Invalid auth method selected."; maxAttempts bounds its retries (default 10):
+        #   {"security": {"auth": {"selectedType": "gemini-api-key"}},
+        #    "general": {"maxAttempts": 1}}
+        env = {"PATH": ..., "GEMINI_CLI_HOME": home,    # or HOME
+               "GOOGLE_GEMINI_BASE_URL": api.url,       # no path; it adds /v1beta/models/...
+               "GEMINI_API_KEY": "dummy",               # sent as x-goog-api-key
+               "TMPDIR": scratch}                       # its error reports land in $TMPDIR
         argv = ["gemini", "-o", "json", "--skip-trust", "-m", "gemini-2.5-flash", "-p", ""]
-        # prompt on stdin; -p "" makes it headless (stdin is prepended to the -p text)
-        api.calls  # one dict per HTTP request: method, path, mode, status, model, prompt
-
-Bound gemini's own retries with ``$GEMINI_CLI_HOME/.gemini/settings.json`` (or ``~/.gemini``)::
-
-    {"general": {"maxAttempts": 1}}
+        # prompt on stdin (written at once: the CLI waits only 500 ms for the first byte);
+        # -p "" makes it headless; without -m an extra "router" generateContent call is made
+        api.calls  # one dict per HTTP request (see below)
 
 What each request gets is chosen by a directive in the prompt text (the last user turn of the
 request), else by ``mode_default``:

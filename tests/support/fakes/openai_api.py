@@ -3,22 +3,26 @@
 Stdlib only. It is what the real ``codex exec`` talks to in tests::
 
     with start_openai_api() as api:          # or start_openai_api(mode_default="429")
-        env = {..., "OPENAI_API_KEY": "sk-test", "CODEX_HOME": home}
+        env = {"PATH": ..., "CODEX_HOME": home,   # CODEX_HOME must exist (or HOME -> ~/.codex)
+               "OPENAI_API_KEY": "sk-test"}       # the variable named by env_key below
         argv = ["codex", "exec", "--json", "--ephemeral", "--skip-git-repo-check",
+                "--disable", "unbounded_connection_retries",   # else a dead server = endless wait
+                "--disable", "plugins", "-c", "analytics.enabled=false",  # no other traffic
                 "-c", 'model_provider="standin"',
-                "-c", 'model_providers.standin.name="standin"',
-                "-c", f'model_providers.standin.base_url="{api.url}"',
+                "-c", 'model_providers.standin.name="standin"',            # required
+                "-c", f'model_providers.standin.base_url="{api.url}"',     # POSTs <url>/responses
                 "-c", 'model_providers.standin.wire_api="responses"',
-                "-c", 'model_providers.standin.env_key="OPENAI_API_KEY"',
+                "-c", 'model_providers.standin.env_key="OPENAI_API_KEY"',  # Bearer <its value>
                 "-c", "model_providers.standin.request_max_retries=0",
-                "-c", "model_providers.standin.stream_max_retries=0",
+                "-c", "model_providers.standin.stream_max_retries=0",      # 429s retry only here
                 "-c", "model_providers.standin.stream_idle_timeout_ms=10000",
-                "-m", "gpt-5-standin", "-"]          # prompt on stdin
-        api.calls  # one dict per HTTP request: method, path, mode, status, model, prompt
+                "-m", "gpt-5.5", "-"]                 # "-": the prompt is read from stdin
+        api.calls  # one dict per HTTP request (see below)
 
-The built-in ``openai`` provider can be pointed here too with ``OPENAI_BASE_URL=<api.url>``
-(plus ``OPENAI_API_KEY``), but then codex first tries a WebSocket to ``<url>/responses`` and
-uses its default retry budget; the custom provider above is what we recommend.
+``OPENAI_BASE_URL`` is ignored by codex 0.171. The built-in ``openai`` provider can be pointed
+here with ``-c openai_base_url="<api.url>"`` (key from ``CODEX_API_KEY``), but it first tries a
+WebSocket (7 ``GET /v1/responses`` answered 404 here, ~6 s) before falling back to HTTPS, and
+its retry settings cannot be overridden; the custom provider above avoids both.
 
 What each request gets is chosen by a directive in the prompt text (the last user input of the
 request body), else by ``mode_default``:
