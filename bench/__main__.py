@@ -7,7 +7,8 @@
     python -m bench --only throughput --ablate    # + the project's worker minus each cost
 
 Benchmarks (one module each, ``run(ctx) -> dict``), in this order: memory, delay,
-throughput, parallel, chord, dag, rows, query_throughput, shell, agent_pool. Prints one table (metric, plain
+throughput, parallel, chord, dag, rows, query_throughput, shell, agent_pool,
+agent_modes. Prints one table (metric, plain
 Celery, Agent Turbo, target, met?) and writes every figure, with the machine's
 description, to var/bench/results.json. Run by hand, never part of CI.
 """
@@ -34,6 +35,7 @@ BENCHES = {
     "query_throughput": "bench.query_throughput",
     "shell": "bench.shell",
     "agent_pool": "bench.agent_pool",
+    "agent_modes": "bench.agent_modes",
 }
 
 

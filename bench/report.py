@@ -209,6 +209,20 @@ def rows(figures: dict) -> list[tuple[str, str, str, str, str]]:
     elif f:
         failed("agent_pool")
 
+    f = figures.get("agent_modes")
+    if f and "error" not in f:
+        for name, row in f["rows"].items():
+            add(f"real claude, {name}: caller sees, attempts, API calls, wall time, CLIs left",
+                f["before"].get(name, ""),
+                f"{row['caller_sees']}, {row['attempts']} att., {row['api_calls_counted']} "
+                f"calls (stated {row['api_calls_stated']}), {row['wall_s']:g} s, "
+                f"{row['cli_processes_left']} left")
+        add("agent failure modes: the slowest failure (timeout excepted); stated = counted",
+            "733 s", f"{f['worst_failure_s']:g} s; {f['calls_match']}", "≤ 60 s",
+            f["worst_failure_s"] <= 60 and f["calls_match"])
+    elif f:
+        failed("agent_modes")
+
     f = figures.get("memory")
     if f and "error" not in f:
         add(f"worker PSS per slot, -c {f['slots']} (turbo: engines loaded; plain: idle)",

@@ -81,10 +81,7 @@ class ClaudeEvents:
 
 
 def reader() -> JsonLines:
-    events = ClaudeEvents()
-    lines = JsonLines(events.on_event)
-    lines.events = events  # type: ignore[attr-defined]
-    return lines
+    return JsonLines(ClaudeEvents())
 
 
 def argv(executable: str, options: dict[str, Any], session_id: str | None,

@@ -76,10 +76,7 @@ class CodexEvents:
 
 
 def reader() -> JsonLines:
-    events = CodexEvents()
-    lines = JsonLines(events.on_event)
-    lines.events = events  # type: ignore[attr-defined]
-    return lines
+    return JsonLines(CodexEvents())
 
 
 def argv(executable: str, options: dict[str, Any], session_id: str | None,

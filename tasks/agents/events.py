@@ -47,12 +47,14 @@ class Output:
 
 
 class JsonLines:
-    """stdout as JSON lines: each object goes to ``on_event``; a bounded tail is kept."""
+    """stdout as JSON lines: each object goes to ``events.on_event`` (a profile's
+    reading of them, kept as ``self.events``); a bounded tail of the text is kept."""
 
     overflow = False  # never: events are consumed, not stored
 
-    def __init__(self, on_event: Callable[[dict], None]):
-        self._on_event = on_event
+    def __init__(self, events: Any):
+        self.events = events
+        self._on_event: Callable[[dict], None] = events.on_event
         self._partial = bytearray()
         self._tail = Output(keep_tail=True, limit=TAIL_BYTES)
         self._skipping = False

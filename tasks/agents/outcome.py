@@ -28,7 +28,10 @@ TAIL_CHARS = 1500
 FIELDS = ("session_id", "num_turns", "cost_usd", "usage", "model_usage", "api_calls",
           "api_retries", "api_error_status", "subtype", "stop_reason", "terminal_reason",
           "exit_code", "errors")
-"""The structured facts of an outcome, in results and in errors' ``details``."""
+"""The structured facts of an outcome, in results and in errors' ``details``.
+``api_calls``: the API requests this attempt made or tried, the CLI's own retries
+included (a refused connection counts; a request still in flight when a timeout
+cut the run short does not); None where the CLI does not tell (codex)."""
 
 RATE_LIMIT_STATUSES = frozenset({429, 529})
 AUTH_STATUSES = frozenset({401, 403})

@@ -12,6 +12,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 BIN = Path(sys.executable).parent / "turbo"
 TURBO = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "celeryapp.shell.cli"]
 WAIT = 60
@@ -202,6 +204,34 @@ def test_agent_run_from_stdin_prompt(shared_worker, tmp_path):
     line = next(line for line in turbo("status", task_id).stdout.splitlines()
                 if line.startswith(task_id))
     assert "turbo.agent" in line and "SUCCESS" in line and "turns" in line
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--permission-mode", "bogus"], "--permission-mode for profile 'claude' must be one of"),
+    (["--max-turns", "0"], "--max-turns for profile 'claude' must be a whole number >= 1"),
+    (["--profile", "nope"], "unknown agent profile 'nope'"),
+    (["--profile", "gemini", "--max-turns", "3"], "--max-turns is not supported by agent "
+                                                    "profile 'gemini'"),
+    (["--resume", "yesterday"], "--resume for profile 'claude' must be a session id"),
+])
+def test_bad_agent_requests_are_refused_before_sending(argv, needle):
+    proc = turbo("submit", "agent", "hi", "--queue", "nobody-listens", *argv)
+    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+    assert proc.stdout == ""  # nothing was sent
+
+
+def test_turn_limit_result_shows_the_session_to_resume(shared_worker):
+    task_id = submit("agent", "go [fake:max-turns]", "--max-turns", "2", "--keep-session")
+    proc = turbo("result", task_id, "--wait", "--timeout", str(WAIT))
+    assert proc.returncode == 1
+    assert "AgentTurnLimit" in proc.stderr and "details: session_id " in proc.stderr
+    details = json.loads(turbo("result", task_id, "--format", "json").stdout)["result"]
+    message, facts = details["exc_message"]
+    assert facts["num_turns"] == 3 and facts["cost_usd"] == 0.0123 and facts["session_id"]
+    resumed = submit("agent", "go on", "--resume", facts["session_id"])
+    proc = turbo("result", resumed, "--wait", "--format", "json", "--timeout", str(WAIT))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["session_id"] == facts["session_id"]
 
 
 def test_agent_error_result_exits_1(shared_worker):

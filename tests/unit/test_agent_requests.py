@@ -138,9 +138,14 @@ def test_session_rooms_are_kept_and_resumed_on_the_same_host(tmp_path):
             pass
 
 
+class Collect:
+    def __init__(self, seen: list):
+        self.on_event = seen.append
+
+
 def test_json_lines_across_chunks_with_a_bounded_tail():
     seen = []
-    lines = JsonLines(seen.append)
+    lines = JsonLines(Collect(seen))
     payload = b'{"a": 1}\nnot json\n{"b": ' + b'"' + b"x" * 200_000 + b'"}\n[{"c": 3}]\n{"d": 4}'
     for start in range(0, len(payload), 1000):
         lines.add(payload[start:start + 1000])
@@ -153,6 +158,6 @@ def test_json_lines_skip_a_line_too_long_to_keep(monkeypatch):
     from tasks.agents import events
     monkeypatch.setattr(events, "MAX_LINE_BYTES", 100)
     seen = []
-    lines = JsonLines(seen.append)
+    lines = JsonLines(Collect(seen))
     lines.add(b'{"big": "' + b"y" * 500 + b'"}\n{"small": 1}\n')
     assert seen == [{"small": 1}] and lines.skipped_lines == 1

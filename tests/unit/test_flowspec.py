@@ -94,3 +94,18 @@ def test_find_cycle_none_on_a_dag():
     spec = validate({"name": "x", "steps": {"a": {"query": "SELECT 1"},
                                             "b": {"query": "SELECT 1", "needs": "a"}}})
     assert find_cycle(spec.steps) is None
+
+
+def test_agent_options_are_checked_as_delay_checks_them():
+    spec = {"name": "f", "steps": {
+        "a": {"agent": "hi", "permission_mode": "bogus"},
+        "b": {"agent": "hi", "profile": "codex", "max_turns": 3},
+        "c": {"agent": "hi {{ a.result }}", "needs": "a", "model": "{{ a.result }}"},
+    }}
+    with pytest.raises(FlowSpecError) as caught:
+        validate(spec)
+    problems = caught.value.problems
+    assert any("step 'a'" in p and "must be one of acceptEdits" in p for p in problems)
+    assert any("step 'b'" in p and "'max_turns' is not supported by agent profile 'codex'" in p
+               for p in problems)
+    assert not any("step 'c'" in p for p in problems)  # templated values are checked later
