@@ -306,3 +306,42 @@ def test_fake_env_and_prompt_source_directives(tmp_path):
     given = run_cli(argv + ["--", "[fake:stdin-or-argv]"], env, tmp_path)
     assert [r.json["result"] for r in (shown, unset, piped, given)] == ["yes", None, "stdin",
                                                                          "argv"]
+
+
+# --- (c) stream-json, which the worker reads: the same events, real and fake ------------------
+STREAM = ["-p", "--output-format", "stream-json", "--verbose", "--no-session-persistence"]
+STREAM_CASES = [case for case in CASES if case.name in ("ok", "max-turns", "429", "403",
+                                                         "unreachable")]
+
+
+def events(run: Run) -> list[dict]:
+    return [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+
+
+def outline(run: Run) -> list[tuple]:
+    """The event sequence the parser relies on: (type, subtype, synthetic?), repeated
+    content-block events of one message folded into one."""
+    seen, last_message = [], None
+    for event in events(run):
+        if event["type"] == "assistant":
+            message = event["message"]
+            if message.get("id") == last_message:
+                continue
+            last_message = message.get("id")
+            seen.append(("assistant", message.get("model") == "<synthetic>"))
+        elif event["type"] in ("system", "result"):
+            seen.append((event["type"], event.get("subtype")))
+    return seen
+
+
+@pytest.mark.parametrize("case", STREAM_CASES, ids=[c.name for c in STREAM_CASES])
+def test_fake_streams_the_events_the_real_cli_streams(case, runner):
+    real = runner.real(case, base=STREAM)
+    fake = runner.fake(case, base=STREAM)
+    assert real.code == fake.code, describe(real)
+    first_real, first_fake = events(real)[0], events(fake)[0]
+    assert (first_real["type"], first_real["subtype"]) == ("system", "init")
+    needed = {"type", "subtype", "session_id", "model", "cwd", "tools", "permissionMode"}
+    assert needed <= set(first_real) and needed <= set(first_fake)
+    assert outline(fake) == outline(real), describe(real)
+    assert list(events(fake)[-1]) == list(events(real)[-1])  # the result: same keys, order
