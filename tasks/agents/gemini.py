@@ -61,7 +61,8 @@ def env_fixed(caps: Any) -> dict[str, str]:
     read from settings files only - no flag, no variable, and a system defaults file
     outside a root-owned directory is refused - so the operator sets them in the
     worker user's ``~/.gemini/settings.json``; the task's timeout bounds a run anyway.)"""
-    return {"NO_COLOR": "1"}
+    # one process, not a relaunched child (its parent ignores SIGTERM)
+    return {"NO_COLOR": "1", "GEMINI_CLI_NO_RELAUNCH": "true"}
 
 
 def _error(payload: dict | None) -> tuple[str | None, Any]:

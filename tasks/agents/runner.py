@@ -87,6 +87,8 @@ def run(profile_name: str, prompt: str, options: Mapping[str, Any], *, executabl
     keep = bool(options.get("keep_workdir"))
     with Room(caps, cwd=cwd, keep=keep, session=session and (profile.name, session),
               resume=bool(options.get("resume"))) as room:
+        if room.tmp is not None:
+            run_env["TMPDIR"] = str(room.tmp)
         argv = profile.argv(path, options, session, str(room.path))
         out, err = profile.stdout_reader(), Output(keep_tail=True, limit=STDERR_KEEP_BYTES)
         where = {"profile": profile.name, "workdir": room.kept}

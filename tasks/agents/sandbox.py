@@ -113,14 +113,21 @@ class Caps:
 
 
 class Room:
-    """The run's working directory: the caller's ``cwd``, a kept session's directory,
-    or a fresh scratch directory removed on exit unless ``keep``."""
+    """The run's directories: ``path``, where the CLI works - the caller's ``cwd``, a
+    kept session's directory or a fresh scratch directory - and, for a directory of
+    the worker's own, ``tmp``, the run's TMPDIR (the CLIs write error reports there
+    that quote the prompt: gemini's ``gemini-client-error-*.json``), a sibling of
+    ``path`` removed with it on exit unless ``keep``."""
+
+    WORK, TMP = "work", "tmp"
 
     def __init__(self, caps: Caps, *, cwd: str | None = None, keep: bool = False,
                  session: tuple[str, str] | None = None, resume: bool = False):
         self.caps, self.keep = caps, keep
         self.owned = cwd is None
         self.path: Path | None = Path(cwd) if cwd is not None else None
+        self.tmp: Path | None = None
+        self._base: Path | None = None
         self._session, self._resume = session, resume
 
     def __enter__(self) -> "Room":
@@ -128,25 +135,28 @@ class Room:
             return self
         if self._session is not None:  # a kept session: its own directory, kept
             self.keep = True
-            self.path = self.caps.session_dir(*self._session)
-            if self._resume and not self.path.is_dir():
+            base = self.caps.session_dir(*self._session)
+            if self._resume and not base.is_dir():
                 profile, session_id = self._session
                 raise InvalidRequest(
                     f"{profile} session {session_id} is not kept on this worker; a session "
                     f"is resumed on the host that ran it with keep_session=true "
                     f"(its details name the host: pass host=...)")
-            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-            return self
-        self.caps.scratch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.path = Path(tempfile.mkdtemp(prefix="run-", dir=self.caps.scratch_dir))
+            base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        else:
+            self.caps.scratch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            base = Path(tempfile.mkdtemp(prefix="run-", dir=self.caps.scratch_dir))
+        self._base, self.path, self.tmp = base, base / self.WORK, base / self.TMP
+        self.path.mkdir(exist_ok=True, mode=0o700)
+        self.tmp.mkdir(exist_ok=True, mode=0o700)
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self.owned and not self.keep and self.path is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
+        if self.owned and not self.keep and self._base is not None:
+            shutil.rmtree(self._base, ignore_errors=True)
 
     @property
     def kept(self) -> str | None:
-        """The directory's path when it outlives the run (for the caller), else None."""
+        """The working directory's path when it outlives the run (for the caller)."""
         return str(self.path) if self.path is not None and (self.keep or not self.owned) \
             else None

@@ -81,6 +81,11 @@ def test_options_map_to_flags(run):
         "--no-session-persistence"]
 
 
+def test_the_cli_temp_files_stay_in_the_run(run, caps):
+    tmp = Path(run("[fake:env=TMPDIR]", keep_workdir=True)["result"])
+    assert tmp.name == "tmp" and tmp.parent.parent == caps.scratch_dir
+
+
 def test_a_kept_session_is_named_and_resumed(run, caps):
     argv = json.loads(run("[fake:echo-args]", keep_session=True)["result"])
     assert "--no-session-persistence" not in argv
@@ -95,7 +100,7 @@ def test_a_kept_session_is_named_and_resumed(run, caps):
 def test_runs_in_a_scratch_directory_removed_afterwards(run, caps):
     result = run("where [fake:cwd]")
     workdir = Path(result["result"])
-    assert workdir.parent == caps.scratch_dir and not workdir.exists()
+    assert workdir.parent.parent == caps.scratch_dir and not workdir.parent.exists()
     assert result["workdir"] is None
     kept = run("where [fake:cwd]", keep_workdir=True)
     assert kept["workdir"] == kept["result"] and Path(kept["result"]).is_dir()

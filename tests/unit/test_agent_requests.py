@@ -108,20 +108,22 @@ def test_scratch_room_is_removed_unless_kept(tmp_path):
     c = caps(tmp_path)
     with Room(c) as room:
         (room.path / "file").write_text("x")
-        assert room.path.parent == c.scratch_dir and room.kept is None
-    assert not room.path.exists()
+        (room.tmp / "gemini-client-error.json").write_text("the prompt")
+        assert room.path.parent.parent == c.scratch_dir and room.kept is None
+        assert room.tmp.parent == room.path.parent  # TMPDIR beside, not inside, the work
+    assert not room.path.parent.exists()
     with Room(c, keep=True) as kept:
         pass
     assert kept.path.is_dir() and kept.kept == str(kept.path)
     with pytest.raises(RuntimeError):
         with Room(c) as failed:
             raise RuntimeError("the run failed")
-    assert not failed.path.exists()
+    assert not failed.path.parent.exists()
 
 
 def test_caller_cwd_is_never_removed(tmp_path):
     with Room(caps(tmp_path), cwd=str(tmp_path)) as room:
-        pass
+        assert room.tmp is None  # the CLI's TMPDIR stays the worker's
     assert room.path == tmp_path and tmp_path.is_dir()
 
 
@@ -129,7 +131,7 @@ def test_session_rooms_are_kept_and_resumed_on_the_same_host(tmp_path):
     c = caps(tmp_path)
     with Room(c, session=("claude", SID)) as room:
         pass
-    assert room.path == c.session_dir("claude", SID) and room.path.is_dir()
+    assert room.path.parent == c.session_dir("claude", SID) and room.path.is_dir()
     with Room(c, session=("claude", SID), resume=True) as again:
         assert again.path == room.path
     other = "11111111-2222-3333-4444-555555555555"
