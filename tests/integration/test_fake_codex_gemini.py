@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -48,17 +49,19 @@ def caps(tmp_path) -> Caps:
     return Caps(scratch_dir=tmp_path / "runs", cli_max_retries=1)
 
 
-def home_dir() -> Path:
+@pytest.fixture
+def home():
     # codex will not set up its helper binaries under /tmp (a warning per run)
-    return Path(tempfile.mkdtemp(prefix="cli-home-", dir="/var/tmp"))
+    path = Path(tempfile.mkdtemp(prefix="cli-home-", dir="/var/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.parametrize("name, api_directive, fake_directive", CASES, ids=[c[0] for c in CASES])
-def test_fake_codex_gives_the_real_outcome(caps, name, api_directive, fake_directive):
+def test_fake_codex_gives_the_real_outcome(caps, home, name, api_directive, fake_directive):
     real, why_not = cli_or_skip_reason("codex")
     if real is None:
         pytest.skip(f"the real codex CLI: {why_not}")
-    home = home_dir()
     with start_openai_api() as api:
         (home / ".codex").mkdir()
         (home / ".codex" / "config.toml").write_text(
@@ -73,11 +76,10 @@ def test_fake_codex_gives_the_real_outcome(caps, name, api_directive, fake_direc
 
 
 @pytest.mark.parametrize("name, api_directive, fake_directive", CASES, ids=[c[0] for c in CASES])
-def test_fake_gemini_gives_the_real_outcome(caps, name, api_directive, fake_directive):
+def test_fake_gemini_gives_the_real_outcome(caps, home, name, api_directive, fake_directive):
     real, why_not = cli_or_skip_reason("gemini")
     if real is None:
         pytest.skip(f"the real gemini CLI: {why_not}")
-    home = home_dir()
     (home / ".gemini").mkdir()
     (home / ".gemini" / "settings.json").write_text(json.dumps(
         {"security": {"auth": {"selectedType": "gemini-api-key"}}, "general": {"maxAttempts": 1}}))

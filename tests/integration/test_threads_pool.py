@@ -317,10 +317,12 @@ def test_a_cli_that_cannot_start_is_not_found(tmp_path):
     """The CLI is started through ``setpriv --pdeathsig`` (no preexec_fn: vfork): an exec
     failure behind it is still AgentNotFound, as Popen's own error was."""
     from tasks.agents import runner
+    from tasks.agents.sandbox import Caps
     from tasks.errors import AgentNotFound
 
     script = tmp_path / "claude"
     script.write_text("#!/nonexistent/interpreter\n")
     script.chmod(0o755)
     with pytest.raises(AgentNotFound, match="could not be started.*TURBO_CLAUDE_BIN"):
-        runner.run("claude", "hi", {}, executable=str(script), timeout=10)
+        runner.run("claude", "hi", {}, executable=str(script), timeout=10,
+                   caps=Caps(scratch_dir=tmp_path / "runs"))
