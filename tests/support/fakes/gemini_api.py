@@ -48,10 +48,15 @@ As a script (prints one JSON line ``{"url", "port", "pid"}``; stops on SIGTERM/S
 import json
 import re
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+try:
+    from . import standin
+except ImportError:  # run as a script
+    import standin
+Standin = standin.Standin
 from urllib.parse import urlsplit
 
 
@@ -255,49 +260,12 @@ def _fill_schema(schema):
     return "standin"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)
-
-
-class GeminiStandin:
+class GeminiStandin(Standin):
     """A running stand-in: ``.url`` (no path), ``.calls``, ``.stop()``; a context manager."""
+    url_path = ""
 
     def __init__(self, mode_default="ok", host="127.0.0.1", port=0):
-        self.mode_default = mode_default
-        self.calls = []
-        self.failures = {}
-        self.lock = threading.Lock()
-        self.stopped = threading.Event()
-        self.server = _Server((host, port), _Handler)
-        self.server.api = self
-        self.url = f"http://{host}:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def _record(self, call):
-        with self.lock:
-            self.calls.append(call)
-
-    def count(self, path_contains=None):
-        """How many requests arrived (optionally only those whose path contains the text)."""
-        with self.lock:
-            return sum(1 for call in self.calls
-                       if path_contains is None or path_contains in call["path"])
-
-    def stop(self):
-        self.stopped.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+        super().__init__(_Handler, mode_default, host, port)
 
 
 def start_gemini_api(mode_default="ok", host="127.0.0.1", port=0):
@@ -305,22 +273,7 @@ def start_gemini_api(mode_default="ok", host="127.0.0.1", port=0):
 
 
 def main(argv):
-    import argparse
-    import os
-    import signal
-    parser = argparse.ArgumentParser(description="Gemini API stand-in")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--mode", default="ok")
-    args = parser.parse_args(argv)
-    api = start_gemini_api(args.mode, port=args.port)
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    print(json.dumps({"url": api.url, "port": api.server.server_address[1], "pid": os.getpid()}),
-          flush=True)
-    done.wait()
-    api.stop()
-    return 0
+    return standin.main(argv, start_gemini_api, "Gemini API stand-in")
 
 
 if __name__ == "__main__":
