@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     session_max_idle: float = Field(default=600.0, ge=0)
     session_max_age: float = Field(default=3600.0, ge=0)
     results_dir: Path = Field(default_factory=_default_results_dir)
+    max_sql_bytes: int = Field(default=C.DEFAULT_MAX_SQL_BYTES, ge=1)
+    # a task's arguments, JSON-encoded (refused at submit, never stored whole)
+    max_args_bytes: int = Field(default=C.DEFAULT_MAX_ARGS_BYTES, ge=1)
     max_inline_rows: int = 1000
     preview_rows: int = 20
 
@@ -171,7 +174,7 @@ class Settings(BaseSettings):
         """The timeout policy of ``kind`` ("query" or "agent") for the request policy."""
         return Limits(getattr(self, f"{kind}_timeout"), getattr(self, f"{kind}_max_timeout"),
                       self.time_limit_grace, f"TURBO_{kind.upper()}_MAX_TIMEOUT",
-                      self.default_priority)
+                      self.default_priority, self.max_args_bytes, self.max_sql_bytes)
 
     @property
     def agent_slots(self) -> int:

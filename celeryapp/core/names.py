@@ -27,6 +27,9 @@ ROLE_NODE = {CPU_ROLE: "worker", IO_ROLE: "io"}  # node name: worker@alpha, io@a
 ROLE_QUEUES = {CPU_ROLE: (QUERY_QUEUE,), IO_ROLE: (AGENT_QUEUE, DEFAULT_QUEUE, WAREHOUSE_QUEUE)}
 IO_HOST_QUEUE_SUFFIX = ".io"  # host.alpha.io: work pinned to io@alpha
 REMOTE_ENGINES = frozenset({"databricks"})  # queries that wait on a warehouse, not on a CPU
+ENGINES = ("databricks", "duckdb")  # tasks/engines registers these
+DEFAULT_MAX_SQL_BYTES = 1024 * 1024
+DEFAULT_MAX_ARGS_BYTES = 8 * 1024 * 1024  # a task's arguments, JSON-encoded
 
 QUERY_TASK = "turbo.query"
 AGENT_TASK = "turbo.agent"

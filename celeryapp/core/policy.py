@@ -7,8 +7,11 @@ path imports it); the limits come in as values, not as the pydantic settings.
 """
 from __future__ import annotations
 
+import math
+
 from .errors import InvalidRequest
-from .names import (AGENT_QUEUE, AGENT_TASK, CPU_ROLE, DEFAULT_PRIORITY, IO_ROLE, NOTIFY_HEADER,
+from .names import (AGENT_QUEUE, AGENT_TASK, CPU_ROLE, DEFAULT_MAX_ARGS_BYTES,
+                    DEFAULT_MAX_SQL_BYTES, DEFAULT_PRIORITY, ENGINES, IO_ROLE, NOTIFY_HEADER,
                     PRIORITIES, QUERY_QUEUE, QUERY_TASK, QUEUE_SEP, REMOTE_ENGINES,
                     WAREHOUSE_QUEUE, host_queue)
 
@@ -20,15 +23,20 @@ ROUTING_KWARGS = ("priority", "queue")
 class Limits:
     """The timeout policy of one kind of task (queries, agent runs)."""
 
-    __slots__ = ("default_timeout", "max_timeout", "grace", "max_setting", "default_priority")
+    __slots__ = ("default_timeout", "max_timeout", "grace", "max_setting", "default_priority",
+                 "max_args_bytes", "max_sql_bytes")
 
     def __init__(self, default_timeout: float, max_timeout: float, grace: float,
-                 max_setting: str, default_priority: str = DEFAULT_PRIORITY):
+                 max_setting: str, default_priority: str = DEFAULT_PRIORITY,
+                 max_args_bytes: int = DEFAULT_MAX_ARGS_BYTES,
+                 max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES):
         self.default_timeout = float(default_timeout)
         self.max_timeout = float(max_timeout)
         self.grace = float(grace)
         self.max_setting = max_setting  # named in the error, e.g. TURBO_QUERY_MAX_TIMEOUT
         self.default_priority = default_priority
+        self.max_args_bytes = int(max_args_bytes)  # TURBO_MAX_ARGS_BYTES
+        self.max_sql_bytes = int(max_sql_bytes)  # TURBO_MAX_SQL_BYTES
 
 
 def check_queue_name(name: str) -> str:
@@ -62,12 +70,60 @@ def check_timeout(timeout, limits: Limits, label: str = "timeout", where: str = 
     maximum. ``label``/``where`` name the option in the error (``--timeout``, " for a query")."""
     if timeout is None:
         return limits.default_timeout
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout) or timeout <= 0):
         raise ValueError(f"{label} must be a positive number of seconds, got {timeout!r}")
     if timeout > limits.max_timeout:
         raise ValueError(f"{label} {timeout:g}s exceeds the maximum of "
                          f"{limits.max_timeout:g}s{where} ({limits.max_setting})")
     return float(timeout)
+
+
+def check_engine(engine) -> None:
+    """A query's engine, when named, must be one the workers have."""
+    if engine is not None and engine not in ENGINES:
+        raise InvalidRequest(f"unknown engine {engine!r}; known engines: {', '.join(ENGINES)}")
+
+
+def check_sql(sql, limit: int, label: str = "SQL") -> None:
+    if not isinstance(sql, str) or not sql.strip():
+        raise InvalidRequest(f"{label} must be a non-empty string, got {type(sql).__name__}")
+    size = len(sql.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise InvalidRequest(f"{label} is {size:,} bytes; the limit is {limit:,} bytes "
+                             f"(TURBO_MAX_SQL_BYTES)")
+
+
+def encoded_size(args, kwargs) -> int:
+    """Bytes of a task's arguments as the JSON message body carries them."""
+    import json  # here: the shell's start-up path imports this module
+
+    try:
+        return len(json.dumps([list(args or ()), dict(kwargs or {})], allow_nan=False,
+                              separators=(",", ":"), default=_unencodable).encode())
+    except ValueError as exc:  # NaN / Infinity: not JSON, and no sane parameter
+        raise InvalidRequest(f"arguments must be finite numbers and JSON values ({exc})") \
+            from None
+
+
+def _unencodable(value):
+    raise InvalidRequest(f"argument of type {type(value).__name__} cannot travel as JSON: "
+                         f"{str(value)[:80]!r}")
+
+
+def check_args_size(args, kwargs, limit: int) -> None:
+    size = encoded_size(args, kwargs)
+    if size > limit:
+        raise InvalidRequest(f"the task's arguments are {size:,} bytes encoded; the limit is "
+                             f"{limit:,} bytes (TURBO_MAX_ARGS_BYTES)")
+
+
+def check_query(args, kwargs, limits: Limits) -> None:
+    """``turbo.query``'s own arguments: SQL text within its limit, a known engine."""
+    args, kwargs = tuple(args or ()), dict(kwargs or {})
+    if args or "sql" in kwargs:  # (routing alone may ask without the statement)
+        check_sql(args[0] if args else kwargs["sql"], limits.max_sql_bytes)
+    check_engine(query_engine(args, kwargs))
 
 
 def time_limits(timeout: float, grace: float) -> tuple[float, float]:
@@ -154,6 +210,8 @@ def call_options(kwargs: dict | None, options: dict, limits: Limits, *,
     """
     kwargs = dict(kwargs or {})
     options = dict(options)
+    if task == QUERY_TASK:
+        check_query(args, kwargs, limits)
     for name in ROUTING_KWARGS:
         if name in kwargs:
             options.setdefault(name, kwargs.pop(name))
@@ -182,6 +240,7 @@ def call_options(kwargs: dict | None, options: dict, limits: Limits, *,
         options["priority"] = priority_value(options.get("priority"), limits.default_priority)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
+    check_args_size(args, kwargs, limits.max_args_bytes)
     # the runner's own deadline comes first, then Celery's soft and hard limits
     soft, hard = time_limits(timeout, limits.grace)
     options.setdefault("soft_time_limit", soft)

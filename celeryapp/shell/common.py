@@ -89,7 +89,9 @@ def timeout_policy(kind: str) -> Limits:
                   env_number(f"TURBO_{upper}_MAX_TIMEOUT",
                              getattr(C, f"DEFAULT_{upper}_MAX_TIMEOUT")),
                   env_number("TURBO_TIME_LIMIT_GRACE", C.DEFAULT_TIME_LIMIT_GRACE),
-                  f"TURBO_{upper}_MAX_TIMEOUT", env("TURBO_DEFAULT_PRIORITY", C.DEFAULT_PRIORITY))
+                  f"TURBO_{upper}_MAX_TIMEOUT", env("TURBO_DEFAULT_PRIORITY", C.DEFAULT_PRIORITY),
+                  int(env_number("TURBO_MAX_ARGS_BYTES", C.DEFAULT_MAX_ARGS_BYTES)),
+                  int(env_number("TURBO_MAX_SQL_BYTES", C.DEFAULT_MAX_SQL_BYTES)))
 
 
 def result_expires() -> int:

@@ -9,7 +9,8 @@ import time
 from ..core import names as C
 from ..core.agent_options import DEFAULT_PROFILE, check_request
 from ..core.errors import InvalidRequest
-from ..core.policy import check_timeout, priority_value, route, time_limits
+from ..core.policy import (check_args_size, check_query, check_timeout, priority_value, route,
+                           time_limits)
 from . import resp
 from .common import EXIT_OK, FLOW_START_TASK, Failed, UsageError, backend, broker, env, \
     result_expires, sent_event, timeout_policy
@@ -82,6 +83,7 @@ def cmd_submit_query(a) -> int:
     if a.max_inline_rows is not None:
         kwargs["max_inline_rows"] = _non_negative(a.max_inline_rows, "--max-inline-rows")
     limits = checked_timeout(a.timeout, "query")
+    _check_size("query", [sql], kwargs, query=True)
     engine = a.engine or env("TURBO_DEFAULT_ENGINE", "duckdb")
     task_id = publish(C.QUERY_TASK, [sql], kwargs,
                       queue=_queue(a, C.QUERY_TASK, engine),
@@ -111,10 +113,23 @@ def cmd_submit_agent(a) -> int:
     kwargs.update(_run_options(a))
     queue = _queue(a, C.AGENT_TASK)
     limits = checked_timeout(a.timeout, "agent")
+    _check_size("agent", [prompt], kwargs)
     task_id = publish(C.AGENT_TASK, [prompt], kwargs, queue=queue,
                       priority=_priority(a.priority), limits=limits)
     print(task_id)
     return EXIT_OK
+
+
+def _check_size(kind: str, args: list, kwargs: dict, query: bool = False) -> None:
+    """What delay() refuses, refused here too: SQL over TURBO_MAX_SQL_BYTES, an unknown
+    engine, arguments over TURBO_MAX_ARGS_BYTES."""
+    policy = timeout_policy(kind)
+    try:
+        if query:
+            check_query(args, kwargs, policy)
+        check_args_size(args, kwargs, policy.max_args_bytes)
+    except InvalidRequest as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _flag_names(text: str) -> str:

@@ -93,3 +93,46 @@ def test_host_queue_and_node_names():
     assert node_role("worker@alpha") == node_role("alpha") == ("cpu", "alpha")
     with pytest.raises(ValueError, match="unknown worker role"):
         host_queue("alpha", "gpu")
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), -float("inf"), 0, -1, "10", True])
+def test_timeouts_must_be_finite_positive_numbers(timeout):
+    with pytest.raises(ValueError, match="must be a positive number of seconds"):
+        check_timeout(timeout, LIMITS)
+
+
+SMALL = Limits(60, 600, 5, "TURBO_QUERY_MAX_TIMEOUT", max_args_bytes=2000, max_sql_bytes=100)
+
+
+@pytest.mark.parametrize("args, kwargs, message", [
+    (("SELECT 1",), {"engine": "postgres"},
+     "unknown engine 'postgres'; known engines: databricks, duckdb"),
+    (("SELECT 1", None, "oracle"), {}, "unknown engine 'oracle'"),
+    (("SELECT '" + "x" * 200 + "'",), {}, "SQL is 209 bytes; the limit is 100 bytes "
+                                         "(TURBO_MAX_SQL_BYTES)"),
+    (("",), {}, "SQL must be a non-empty string"),
+    ((None,), {}, "SQL must be a non-empty string, got NoneType"),
+    (("SELECT ?",), {"params": ["y" * 3000]}, "the limit is 2,000 bytes (TURBO_MAX_ARGS_BYTES)"),
+    (("SELECT ?",), {"params": [float("nan")]}, "must be finite numbers and JSON values"),
+    (("SELECT ?",), {"params": [object()]}, "argument of type object cannot travel as JSON"),
+])
+def test_queries_are_refused_at_the_door(args, kwargs, message):
+    from celeryapp.core.names import QUERY_TASK
+
+    with pytest.raises(InvalidRequest) as caught:
+        call_options(kwargs, {}, SMALL, task=QUERY_TASK, args=args)
+    assert message in str(caught.value)
+
+
+def test_every_task_has_its_arguments_bounded():
+    with pytest.raises(InvalidRequest, match="TURBO_MAX_ARGS_BYTES"):
+        call_options({"blob": "z" * 5000}, {}, SMALL, task="some.task", args=())
+    call_options({"blob": "z" * 100}, {}, SMALL, task="some.task", args=())
+
+
+def test_stored_arguments_are_bounded_copies():
+    from celeryapp.overrides.stored import clip
+
+    stored = clip(["SELECT '" + "x" * 5_000_000 + "'", {"params": list(range(10_000))}])
+    assert len(stored[0]) < 1100 and stored[0].endswith("[5,000,009 chars in all]")
+    assert len(stored[1]["params"]) == 51 and stored[1]["params"][-1] == "... [10,000 items in all]"
