@@ -24,7 +24,7 @@ def __getattr__(name: str):
         from .factory import app
         from .monitoring import metrics  # noqa: F401  (agent cost and run counters)
         from .monitoring.flower import use_project_config
-        from .worker import control, hooks  # noqa: F401  (inspect commands; flows, notices)
+        from .worker import control, hooks, logs  # noqa: F401  (inspect; flows, notices; masked log)
 
         use_project_config(app)  # `celery -A celeryapp flower` loads monitoring/flowerconfig.py
         globals()["app"] = app

@@ -64,7 +64,11 @@ _PEM = re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE
 # with is_secret_name in the replacement function.
 _ASSIGNMENT = re.compile(
     r"""(?<![A-Za-z0-9_.\-])(?P<name>[A-Za-z_][A-Za-z0-9_.\-]{0,80})(?P<q1>['"]?)(?P<sep>[ \t]*[:=][ \t]*)"""
-    r"""(?:(?P<q2>['"])(?P<quoted>(?:\\[^\n]|(?!(?P=q2))[^\\\n])*)(?P=q2)"""
+    # a value quoted inside a SQL string, its quotes doubled: 'password=''hunter2'''
+    r"""(?:''(?P<sqlquoted>[^'\n]+)''"""
+    r"""|(?P<q2>['"])(?P<quoted>(?:\\[^\n]|(?!(?P=q2))[^\\\n])*)(?P=q2)"""
+    # a quoted value inside a repr that escaped its quotes: password=\'hunter2\'
+    r"""|\\(?P<q3>['"])(?P<escquoted>(?:(?!\\(?P=q3))[^\n])*)\\(?P=q3)"""
     r"""|(?P<scheme>(?:Bearer|Basic|Token)[ \t]+)?(?P<bare>(?:[^\s'",;&)}\]\\]|\\(?!['"]))+))""")
 # --password hunter2 / --token=... (the = form is caught by _ASSIGNMENT)
 _FLAG = re.compile(r"(?<![\w-])(?P<flag>--?[A-Za-z][A-Za-z0-9_\-]{0,60})(?P<sp>[ \t]+)(?P<value>[^\s'\"-][^\s'\"]*)")
@@ -87,10 +91,39 @@ def _assignment(match: re.Match) -> str:
     if not is_secret_name(match.group("name")):
         return match.group(0)
     head = match.group("name") + match.group("q1") + match.group("sep")
+    if match.group("sqlquoted") is not None:
+        return f"{head}''{MASK}''"
     if match.group("q2") is not None:
         quote = match.group("q2")
         return f"{head}{quote}{MASK if match.group('quoted') else ''}{quote}"
+    if match.group("q3") is not None:
+        quote = "\\" + match.group("q3")
+        return f"{head}{quote}{MASK if match.group('escquoted') else ''}{quote}"
     return f"{head}{match.group('scheme') or ''}{MASK}"
+
+
+def _assignments(text: str) -> str:
+    """``_ASSIGNMENT.sub(_assignment, text)``, except that a name that is no secret
+    gives its value back to the scan: in ``Error: password = 'x'`` the value of
+    ``Error`` would otherwise swallow the name ``password``."""
+    out, pos, done = [], 0, 0
+    while True:
+        match = _ASSIGNMENT.search(text, pos)
+        if match is None:
+            break
+        if is_secret_name(match.group("name")):
+            out.append(text[done:match.start()])
+            out.append(_assignment(match))
+            pos = done = match.end()
+        elif match.group("bare") and _NEXT_SEP.match(text, match.end()):
+            pos = match.end("sep")  # the value is the next name: rescan from it
+        else:
+            pos = match.end()
+    out.append(text[done:])
+    return "".join(out)
+
+
+_NEXT_SEP = re.compile(r"""['"]?[ \t]*[:=]""")
 
 
 def _flag(match: re.Match) -> str:
@@ -121,7 +154,7 @@ def redact_text(text: str, limit: int | None = None) -> str:
     text = _PEM.sub(lambda m: f"-----BEGIN {m.group(1)}PRIVATE KEY-----{MASK}", text)
     text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{m.group(2)}:{MASK}@", text)
     text = _URL_TOKEN_USER.sub(lambda m: f"{m.group(1)}{MASK}@", text)
-    text = _ASSIGNMENT.sub(_assignment, text)
+    text = _assignments(text)
     text = _FLAG.sub(_flag, text)
     text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
     for pattern, replacement in _TOKENS:

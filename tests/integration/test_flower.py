@@ -353,6 +353,32 @@ def test_failure_texts_are_redacted(flower, celery_app, shared_worker):
     assert "missing_table" in text
 
 
+@pytest.mark.parametrize("sql", [
+    "SELECT CAST('password=hunter2' AS INTEGER)",
+    "SELECT CAST('it''s password=''hunter2''' AS INTEGER)",  # reprs escape these quotes
+])
+def test_a_secret_echoed_in_an_error_reaches_only_the_caller(flower, celery_app, shared_worker,
+                                                             sql):
+    """The engine quotes the secret back in its error: the caller gets the real text;
+    Flower (task page and API, from events) and the worker's log get it masked."""
+    from tasks.errors import QueryError
+    from tasks.query import run_query
+
+    result = run_query.delay(sql)
+    with pytest.raises(QueryError) as caught:
+        result.get(timeout=60)
+    assert "hunter2" in str(caught.value)
+    info = wait_for(lambda: (lambda i: i if i.get("state") == "FAILURE" else None)(
+        task_info(flower, result.id)), 30, "failure")
+    page = flower.get(f"/task/{result.id}")[1].decode()
+    for text in (json.dumps(info), page):
+        assert "hunter2" not in text and "Conversion Error" in text
+    log = wait_for(lambda: (lambda t: t if f"{result.id}] raised" in t else None)(
+        shared_worker.log()), 15, "the failure in the worker's log")
+    after = log.split(f"{result.id}] raised", 1)[1][:3000]
+    assert "Conversion Error" in after and "hunter2" not in after
+
+
 # --- redaction units ------------------------------------------------------------------
 @pytest.mark.parametrize("text, leak, kept", [
     ("SELECT 'password=hunter2' FROM t", "hunter2", "password=***"),
@@ -373,6 +399,11 @@ def test_failure_texts_are_redacted(flower, celery_app, shared_worker):
     ("PGPASSWORD=pg-pw psql", "pg-pw", "PGPASSWORD=*** psql"),
     ("run --password hunter2 --verbose", "hunter2", "--password *** --verbose"),
     ("WHERE token = 'abc def'", "abc def", "token = '***'"),
+    # a repr that escaped its quotes, and a name that is the value of an earlier name
+    ("""'x "y" password=\\'hunter2\\''""", "hunter2", "password=\\'***\\'"),
+    ("SELECT 'it''s password=''hunter2''' AS x", "hunter2", "password=''***''"),
+    ("""Exception("Binder Error: password = 's3cr3t' isn't valid")""", "s3cr3t",
+     "Binder Error: password = '***' isn't"),
     ("git clone https://ghp_abcdefghijklmnopqrstuvwxyz0123@github.com/x",
      "abcdefghijklmnopqrst", "https://***@github.com/x"),
     ("-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----", "MIIEow",
