@@ -9,7 +9,7 @@ import logging
 import random
 import time
 
-from celery import Task
+from celery import Task, states
 from celery.exceptions import Ignore
 
 from celeryapp.config import get_settings
@@ -49,7 +49,9 @@ class TurboTask(Task):
     def __call__(self, *args, **kwargs):
         """The body, plus the threads pool's revoke: a runner stopped by the task's
         stop event raises Cancelled, and a body that outran a set stop event returns
-        a result nobody asked for any more; both keep the REVOKED state (Ignore)."""
+        a result nobody asked for any more; both keep the REVOKED state (Ignore).
+        A redelivered message of a task that already ended is acknowledged unrun."""
+        self.skip_if_already_done()
         started = time.monotonic()
         try:
             result = super().__call__(*args, **kwargs)
@@ -59,6 +61,28 @@ class TurboTask(Task):
         if stop is not None and stop.is_set():
             raise self.cancelled("its result discarded", started)
         return result
+
+    def skip_if_already_done(self) -> None:
+        """Raise Ignore when this message is a redelivery (kombu marks a restored message
+        ``redelivered``: its worker died, or the visibility timeout passed) of a task
+        whose final state is stored: the work was done, a second run would spend it
+        again (an agent run's money) and could overwrite its result. One GET, only for
+        redelivered messages."""
+        request = self.request
+        redelivered = (getattr(request, "redelivered", None)
+                       or (request.delivery_info or {}).get("redelivered"))
+        if not redelivered or request.id is None or request.is_eager:
+            return
+        try:
+            state = self.backend.get_task_meta(request.id, cache=False).get("status")
+        except Exception as exc:  # the backend is down: run, as without the check
+            log.warning("%s[%s] redelivered; its stored state could not be read (%r): "
+                        "running it", self.name, request.id, exc)
+            return
+        if state in states.READY_STATES:
+            log.warning("%s[%s] redelivered after it ended %s: acknowledged without "
+                        "running it again", self.name, request.id, state)
+            raise Ignore()
 
     def checked_timeout(self, timeout) -> float:
         try:
