@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     redis_tls_cert: str | None = None
     redis_tls_key: str | None = None
     result_expires: int = C.DEFAULT_RESULT_EXPIRES
-    visibility_margin: float = 600.0
+    # seconds past the longest hard time limit before an unacked message is redelivered;
+    # <= 0 would redeliver a task while it still runs
+    visibility_margin: float = Field(default=600.0, gt=0, allow_inf_nan=False)
     unacked_restore_interval: int = 10
     send_sent_event: bool = False
     event_flush_delay: float = Field(default=0.1, ge=0)

@@ -48,6 +48,14 @@ def test_visibility_timeout_outlasts_the_longest_hard_limit():
     assert conf["result_backend_transport_options"]["visibility_timeout"] == vt
 
 
+@pytest.mark.parametrize("margin", [0, -5, float("nan"), float("inf")])
+def test_a_visibility_margin_that_would_redeliver_running_tasks_is_refused(margin):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="visibility_margin"):
+        Settings(visibility_margin=margin)
+
+
 def test_priority_steps_and_names():
     conf = celery_config(Settings())
     assert conf["broker_transport_options"]["priority_steps"] == [0, 3, 6, 9]
