@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # <= 0 would redeliver a task while it still runs
     visibility_margin: float = Field(default=600.0, gt=0, allow_inf_nan=False)
     unacked_restore_interval: int = 10
+    # requeues of a task whose worker process died running it; the next death: FAILURE
+    worker_lost_requeues: int = Field(default=C.DEFAULT_WORKER_LOST_REQUEUES, ge=0)
     send_sent_event: bool = False
     event_flush_delay: float = Field(default=0.1, ge=0)
     # TURBO_STOCK_CELERY: kombu's and Celery's own Redis transport, result backend and

@@ -30,7 +30,7 @@ deadline.set_stop_source(running.stop_event)
 
 class TurboTask(Task):
     abstract = True
-    Request = "celeryapp.overrides.redaction:RedactingRequest"  # inspect reserved/scheduled: masked args
+    Request = "celeryapp.overrides.request:TurboRequest"  # inspect reserved/scheduled: masked args
     kind = "query"  # whose timeout policy applies: TURBO_QUERY_* or TURBO_AGENT_*
 
     # --- submit side ----------------------------------------------------------

@@ -16,6 +16,7 @@ from celeryapp.core.errors import (
                                    PermanentError,
                                    QueryError,
                                    SlotsBusy,
+                                   TaskCrashed,
                                    TaskTimeout,
                                    TransientError,
                                    TurboError,
@@ -24,4 +25,4 @@ from celeryapp.core.errors import (
 __all__ = ["AgentAuthError", "AgentError", "AgentNotFound", "AgentRateLimited",
            "AgentTurnLimit", "AgentUnavailable", "EngineNotConfigured",
            "EngineUnavailable", "InvalidRequest", "PermanentError", "QueryError", "SlotsBusy",
-           "TaskTimeout", "TransientError", "TurboError"]
+           "TaskCrashed", "TaskTimeout", "TransientError", "TurboError"]

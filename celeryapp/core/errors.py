@@ -61,6 +61,10 @@ class TaskTimeout(PermanentError):
     """The work ran past its deadline and was cancelled at the source."""
 
 
+class TaskCrashed(PermanentError):
+    """The worker process running the task died again and again (a poison message)."""
+
+
 class AgentError(PermanentError):
     """The agent CLI failed: non-zero exit, is_error, malformed output."""
 

@@ -29,6 +29,9 @@ IO_HOST_QUEUE_SUFFIX = ".io"  # host.alpha.io: work pinned to io@alpha
 REMOTE_ENGINES = frozenset({"databricks"})  # queries that wait on a warehouse, not on a CPU
 ENGINES = ("databricks", "duckdb")  # tasks/engines registers these
 DEFAULT_MAX_SQL_BYTES = 1024 * 1024
+# how often a message went back to its queue because its worker process died with it
+REQUEUES_HEADER = "turbo_requeues"
+DEFAULT_WORKER_LOST_REQUEUES = 2  # the third death of a process running it: FAILURE
 DEFAULT_MAX_ARGS_BYTES = 8 * 1024 * 1024  # a task's arguments, JSON-encoded
 
 QUERY_TASK = "turbo.query"

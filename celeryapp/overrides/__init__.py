@@ -16,7 +16,9 @@ is gone from the installed versions or no longer takes the arguments we pass.
   ``Channel._flush_brpop_reauth``, ``Channel._queue_cycle`` (its ``consume``/
   ``rotate``), ``Channel._q_for_pri``, ``Channel._tag_to_queue`` and
   ``Channel._qos`` (kombu.transport.virtual), ``Transport._deliver``
-  (``self.connection._deliver``) and ``Message._raw`` (kombu.transport.virtual).
+  (``self.connection._deliver``) and ``Message._raw`` (kombu.transport.virtual);
+  ``QoS._remove_from_indices`` and ``Channel._do_restore_message`` (a task requeued
+  after its process died goes back to the head of its queue, counted).
   Public but relied on: ``Channel.conn_or_acquire``/``Client``/``pool``/``client``/
   ``handlers``/``global_keyprefix``/``brpop_timeout``/``priority_steps``/``sep``/
   ``ResponseError``/``connection_errors``, ``QoS.unacked_key``/
@@ -52,6 +54,11 @@ is gone from the installed versions or no longer takes the arguments we pass.
   ``task_repr_maxlevels`` setting, ``saferepr(maxlevels=)``,
   ``Events.dispatcher_cls``, ``EventDispatcher.send``/``publish``,
   ``Request.info(safe=)``, ``Task.Request``, ``Producer.connection``.
+* :mod:`.request` - the worker's ``Request``: a task whose pool process died is
+  requeued (head of its queue, counted) at most ``TURBO_WORKER_LOST_REQUEUES`` times,
+  then fails with ``TaskCrashed``. Public but relied on: ``Request.on_failure(
+  send_failed_event=, return_ok=)``, ``Request.request_dict``,
+  ``ExceptionWithTraceback.exc`` (billiard), ``QoS.restore_by_tag``.
 * ``celeryapp/factory.py`` relies on ``BaseLoader.override_backends``,
   ``Celery(amqp=, events=, task_cls=)`` and the ``broker_transport``/
   ``worker_consumer`` settings; ``celeryapp/submit.py`` on ``Producer.batch`` and
@@ -83,6 +90,8 @@ PRIVATE_NAMES = (
     ("kombu.transport.virtual:Channel", "_qos", None),
     ("kombu.transport.virtual:Transport", "_deliver", ("*", "*")),
     ("kombu.transport.virtual:Message", "_raw", None),
+    ("kombu.transport.redis:QoS", "_remove_from_indices", ("*", "*")),
+    ("kombu.transport.redis:Channel", "_do_restore_message", ("*", "*", "*", "*", "*")),
     # backend.py (Celery)
     ("celery.backends.redis:RedisBackend", "_create_client", ("**",)),
     ("celery.backends.redis:RedisBackend", "_get_client", ()),
@@ -124,6 +133,11 @@ RELIED_PUBLIC_NAMES = (
     ("kombu.transport.redis:QoS", "unacked_index_key", None),
     ("kombu.transport.redis:QoS", "restore_unacked", ("*",)),
     ("kombu.transport.redis:QoS", "reject", ("*", "requeue")),
+    ("kombu.transport.redis:QoS", "restore_by_tag", ("*", "*", "*")),
+    # request.py
+    ("celery.worker.request:Request", "request_dict", None),
+    ("celery.worker.request:Request", "on_failure", ("*", "send_failed_event", "return_ok")),
+    ("billiard.einfo:ExceptionWithTraceback", "exc", None),
     ("kombu.transport.virtual:QoS", "append", ("*", "*")),
     ("kombu.transport.virtual:QoS", "ack", ("*",)),
     ("kombu.transport.virtual:QoS", "can_consume_max_estimate", ()),

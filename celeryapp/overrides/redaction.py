@@ -129,4 +129,4 @@ class RedactingRequest(Request):
 class RedactingTask(Task):
     """The app's base task class (``Celery(task_cls=...)``): requests redact ``info()``."""
 
-    Request = "celeryapp.overrides.redaction:RedactingRequest"
+    Request = "celeryapp.overrides.request:TurboRequest"

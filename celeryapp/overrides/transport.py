@@ -39,6 +39,8 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
+from celeryapp.core.names import REQUEUES_HEADER
+
 # KEYS: unacked index (sorted set by delivery time), unacked (hash of tag -> message)
 # ARGV: time, then tag and record of each message
 RECORD_UNACKED = """
@@ -124,10 +126,36 @@ class QoS(kombu_redis.QoS):
         virtual.QoS.ack(self, delivery_tag)
 
     def reject(self, delivery_tag, requeue=False):
+        if requeue and not self.channel.global_keyprefix:
+            # kombu puts a rejected message at the back of its queue (LPUSH); a task
+            # whose process died has waited its turn already: back at the head, with
+            # the requeue counted for the poison bound (overrides/request.py)
+            self.restore_by_tag(delivery_tag, requeued=True)
+            virtual.QoS.ack(self, delivery_tag)
+            return
         if requeue or self.channel.global_keyprefix:
             return super().reject(delivery_tag, requeue=requeue)
         self._forget(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
+
+    def restore_by_tag(self, tag, client=None, leftmost=False, requeued=False):
+        """kombu's, plus ``requeued``: the message goes back to the head of its queue
+        with its ``turbo_requeues`` header counted up."""
+        if not requeued:
+            return super().restore_by_tag(tag, client, leftmost)
+
+        def restore(pipe):
+            stored = pipe.hget(self.unacked_key, tag)
+            pipe.multi()
+            self._remove_from_indices(tag, pipe)
+            if stored:
+                payload, exchange, routing_key = loads(bytes_to_str(stored))
+                headers = payload.setdefault("headers", {})
+                headers[REQUEUES_HEADER] = int(headers.get(REQUEUES_HEADER) or 0) + 1
+                self.channel._do_restore_message(payload, exchange, routing_key, pipe, False)
+
+        with self.channel.conn_or_acquire(client) as conn:
+            conn.transaction(restore, self.unacked_key)
 
     def restore_unacked(self, client=None):
         self.flush_acks()

@@ -1,4 +1,6 @@
-"""A redelivered message of a task that already ended is acknowledged without running.
+"""Redelivery: a message of a task that already ended is acknowledged without running;
+a task whose worker process died runs again, but a poison message only a bounded number
+of times.
 
 kombu restores an unacknowledged message (its worker died, or the visibility timeout
 passed) with ``headers.redelivered`` and ``delivery_info.redelivered`` set
@@ -7,11 +9,16 @@ task's message exactly that and puts it back on its queue."""
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
+import pytest
+from support.crash_task import CRASH_TASK
 from support.helpers import unique_queue, wait_for
 
 from tasks.agent import run_agent
+from tasks.errors import TaskCrashed
 
 WAIT = 60
 
@@ -67,3 +74,37 @@ def test_a_redelivered_task_that_had_not_ended_runs(start_worker, broker_client,
     start_worker(queues=queue, concurrency=1)
     assert handle.get(timeout=WAIT)["is_error"] is False
     assert starts(log) == 1
+
+
+# --- a task that kills its worker process --------------------------------------------
+def crash_worker(start_worker, queue: str, **env):
+    tests_dir = str(Path(__file__).resolve().parents[1])
+    return start_worker(queues=queue, concurrency=1, extra_args=("-I", "support.crash_task"),
+                        env={"PYTHONPATH": os.pathsep.join(filter(None, [
+                            tests_dir, os.environ.get("PYTHONPATH")])), **env})
+
+
+def test_a_task_whose_process_died_runs_again(start_worker, celery_app, tmp_path):
+    queue = unique_queue()
+    worker = crash_worker(start_worker, queue)
+    marker = tmp_path / "runs"
+    handle = celery_app.send_task(CRASH_TASK, (str(marker), 1), queue=queue)
+    assert handle.get(timeout=WAIT) == "ran 2 times"  # killed once, requeued, done
+    assert worker.process.poll() is None
+
+
+def test_a_poison_message_ends_failed_after_bounded_requeues(start_worker, celery_app,
+                                                            tmp_path):
+    queue = unique_queue()
+    worker = crash_worker(start_worker, queue, TURBO_WORKER_LOST_REQUEUES="2")
+    marker = tmp_path / "runs"
+    handle = celery_app.send_task(CRASH_TASK, (str(marker),), queue=queue)
+    with pytest.raises(TaskCrashed) as caught:
+        handle.get(timeout=WAIT)
+    assert "died 3 times" in str(caught.value)
+    assert "TURBO_WORKER_LOST_REQUEUES=2" in str(caught.value)
+    assert len(marker.read_text().splitlines()) == 3  # the first run and two requeues
+    time.sleep(2)
+    assert len(marker.read_text().splitlines()) == 3  # and no more: it is not looping
+    assert worker.process.poll() is None  # the worker lives on
+    assert celery_app.backend.get_task_meta(handle.id, cache=False)["status"] == "FAILURE"
