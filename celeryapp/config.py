@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # <= 0 would redeliver a task while it still runs
     visibility_margin: float = Field(default=600.0, gt=0, allow_inf_nan=False)
     unacked_restore_interval: int = 10
+    # seconds without a worker's heartbeat before its unacked messages go back to their
+    # queues (a dead host's tasks start again within about 1.5 x this)
+    dead_worker_timeout: float = Field(default=15.0, ge=2, le=3600, allow_inf_nan=False)
     # requeues of a task whose worker process died running it; the next death: FAILURE
     worker_lost_requeues: int = Field(default=C.DEFAULT_WORKER_LOST_REQUEUES, ge=0)
     send_sent_event: bool = False

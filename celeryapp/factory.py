@@ -45,6 +45,9 @@ def celery_config(settings: Settings) -> dict:
         # scan for such messages every interval (kombu's default is ~100 s)
         "unacked_restore_interval": settings.unacked_restore_interval,
         "unacked_restore_throttle": 1,
+        # a worker whose heartbeat is gone this long: its messages are taken back
+        # (celeryapp/overrides/holders.py); the visibility timeout is only a backstop
+        "dead_worker_timeout": settings.dead_worker_timeout,
     }
     ssl_options = settings.redis_ssl_options()
     redis_broker = is_redis(settings.broker)

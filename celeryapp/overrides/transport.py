@@ -41,12 +41,16 @@ from kombu.utils.json import dumps, loads
 
 from celeryapp.core.names import REQUEUES_HEADER
 
-# KEYS: unacked index (sorted set by delivery time), unacked (hash of tag -> message)
-# ARGV: time, then tag and record of each message
+from celeryapp.core import holders
+
+# KEYS: unacked index (sorted set by delivery time), unacked (hash of tag -> message),
+# holders (hash of tag -> holder id: .holders)
+# ARGV: time, holder, then tag and record of each message
 RECORD_UNACKED = """
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[2])
 end
 return 1
 """
@@ -54,6 +58,7 @@ return 1
 FORGET_UNACKED = """
 redis.call('ZREM', KEYS[1], unpack(ARGV))
 redis.call('HDEL', KEYS[2], unpack(ARGV))
+redis.call('HDEL', KEYS[3], unpack(ARGV))
 return 1
 """
 logger = get_logger(__name__)
@@ -75,13 +80,26 @@ def unacked_record(raw: str, payload: dict) -> str:
 
 
 class QoS(kombu_redis.QoS):
+    _visibility_sweep = False  # restore_visible is running (this thread or another)
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._recorded: set = set()  # delivered in a batch whose record is written
         self._pending_acks: list = []  # acked in the loop's thread, not yet sent
 
     def _script(self, lua: str, *args) -> None:
-        self.channel.run_script(lua, [self.unacked_index_key, self.unacked_key], args)
+        self.channel.run_script(lua, [self.unacked_index_key, self.unacked_key,
+                                      holders.HOLDERS_KEY], args)
+
+    def _holder(self) -> holders.Holder:
+        """This process as the holder of what it records; its heartbeat started first."""
+        options = self.channel.connection.client.transport_options or {}
+        holder = holders.holder(options.get("dead_worker_timeout",
+                                            holders.DEFAULT_TIMEOUT_S))
+        channel = self.channel
+        holder.start(lambda: channel.Client(connection_pool=channel.pool),
+                     lambda tag, client: self.restore_by_tag(tag, client))
+        return holder
 
     def record_batch(self, entries: list[tuple[str, str]]) -> None:
         """Record ``(tag, record)`` pairs as unacked, one round trip for all; their
@@ -90,7 +108,7 @@ class QoS(kombu_redis.QoS):
         self._recorded.update(tag for tag, _ in entries)
 
     def _write_records(self, entries: list[tuple[str, str]]) -> None:
-        args: list = [time()]
+        args: list = [time(), self._holder().id]
         for tag, record in entries:
             args += (tag, record)
         self._script(RECORD_UNACKED, *args)
@@ -138,10 +156,23 @@ class QoS(kombu_redis.QoS):
         self._forget(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
 
+    def restore_visible(self, start=0, num=10, interval=10):
+        """kombu's visibility-timeout sweep, which now passes over every message whose
+        holder is alive (a long task, a countdown, a worker with other time limits)."""
+        self._visibility_sweep = True
+        try:
+            return super().restore_visible(start, num, interval)
+        finally:
+            self._visibility_sweep = False
+
     def restore_by_tag(self, tag, client=None, leftmost=False, requeued=False):
         """kombu's, plus ``requeued``: the message goes back to the head of its queue
         with its ``turbo_requeues`` header counted up."""
         if not requeued:
+            if self._visibility_sweep:
+                with self.channel.conn_or_acquire(client) as conn:
+                    if holders.held_by_live(conn, tag):
+                        return None
             return super().restore_by_tag(tag, client, leftmost)
 
         def restore(pipe):
@@ -264,6 +295,8 @@ class Channel(kombu_redis.Channel):
             self._no_ack_queues.add(queue)
         else:
             self._no_ack_queues.discard(queue)
+            if not self.global_keyprefix:
+                self.qos._holder()  # beating, and watching the others, from now on
         return super().basic_consume(queue, no_ack, *args, **kwargs)
 
     def basic_cancel(self, consumer_tag):

@@ -1,0 +1,65 @@
+"""A dead worker's tasks start again in seconds; a live worker's are never taken from it.
+
+Each worker beats in Redis and names itself beside each message it holds
+(celeryapp/core/holders.py); the visibility timeout (71 minutes by default) is only a
+backstop. Real workers, real Redis, ``kill -9`` of a whole worker."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+from support.helpers import gone, unique_queue, wait_for
+
+from tasks.agent import run_agent
+
+WAIT = 90
+
+
+def events(log) -> list[dict]:
+    if not log.exists():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def starts(log) -> list[dict]:
+    return [event for event in events(log) if event["event"] == "start"]
+
+
+def test_a_killed_workers_task_starts_again_on_a_live_worker_within_30_s(start_worker,
+                                                                         celery_app,
+                                                                         tmp_path):
+    queue = unique_queue()
+    log = tmp_path / "runs.log"
+    alpha = start_worker(queues=queue, concurrency=1)
+    handle = run_agent.apply_async((f"[fake:sleep=6] [fake:log={log}]",), {"timeout": 300},
+                                   queue=queue)
+    first = wait_for(lambda: starts(log), 30, "the run on alpha")[0]
+    beta = start_worker(queues=queue, concurrency=1)
+    os.killpg(alpha.pid, signal.SIGKILL)  # the whole worker: power loss, OOM kill
+    killed = time.time()
+    wait_for(lambda: gone(first["pid"]), 20, "alpha's agent to die with it")
+    second = wait_for(lambda: starts(log)[1:], WAIT, "the run again on beta")[0]
+    resumed = second["t"] - killed
+    assert resumed < 30, f"the task started again {resumed:.1f}s after its worker died"
+    result = handle.get(timeout=WAIT)
+    assert result["worker"] == beta.name and result["is_error"] is False
+
+
+def test_a_countdown_past_the_visibility_timeout_runs_once(start_worker, tmp_path):
+    """A worker holds a countdown message unacked until it is due; the visibility
+    timeout used to hand it to a second worker meanwhile (both ran it)."""
+    queue = unique_queue()
+    log = tmp_path / "runs.log"
+    short = {"TURBO_QUERY_MAX_TIMEOUT": "3", "TURBO_QUERY_TIMEOUT": "3",
+             "TURBO_AGENT_MAX_TIMEOUT": "3", "TURBO_AGENT_TIMEOUT": "3",
+             "TURBO_TIME_LIMIT_GRACE": "1", "TURBO_VISIBILITY_MARGIN": "1",
+             "TURBO_UNACKED_RESTORE_INTERVAL": "1"}  # a visibility timeout of 6 s
+    for _ in range(2):
+        start_worker(queues=queue, concurrency=1, env=short)
+    handle = run_agent.apply_async((f"once [fake:log={log}]",), {"timeout": 3}, queue=queue,
+                                   countdown=15)
+    assert handle.get(timeout=WAIT)["is_error"] is False
+    time.sleep(8)  # room for a second delivery to show
+    assert len(starts(log)) == 1, starts(log)
