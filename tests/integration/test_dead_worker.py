@@ -27,22 +27,24 @@ def starts(log) -> list[dict]:
     return [event for event in events(log) if event["event"] == "start"]
 
 
-def test_a_killed_workers_task_starts_again_on_a_live_worker_within_30_s(start_worker,
+def test_a_killed_workers_task_starts_again_on_a_live_worker_within_seconds(start_worker,
                                                                          celery_app,
                                                                          tmp_path):
     queue = unique_queue()
     log = tmp_path / "runs.log"
-    alpha = start_worker(queues=queue, concurrency=1)
+    # (the default, 15 s, is measured across hosts in tests/system/test_multihost.py)
+    fast = {"TURBO_DEAD_WORKER_TIMEOUT": "6"}
+    alpha = start_worker(queues=queue, concurrency=1, env=fast)
     handle = run_agent.apply_async((f"[fake:sleep=6] [fake:log={log}]",), {"timeout": 300},
                                    queue=queue)
     first = wait_for(lambda: starts(log), 30, "the run on alpha")[0]
-    beta = start_worker(queues=queue, concurrency=1)
+    beta = start_worker(queues=queue, concurrency=1, env=fast)
     os.killpg(alpha.pid, signal.SIGKILL)  # the whole worker: power loss, OOM kill
     killed = time.time()
     wait_for(lambda: gone(first["pid"]), 20, "alpha's agent to die with it")
     second = wait_for(lambda: starts(log)[1:], WAIT, "the run again on beta")[0]
     resumed = second["t"] - killed
-    assert resumed < 30, f"the task started again {resumed:.1f}s after its worker died"
+    assert resumed < 1.5 * 6 + 6, f"the task started again {resumed:.1f}s after its worker died"
     result = handle.get(timeout=WAIT)
     assert result["worker"] == beta.name and result["is_error"] is False
 
@@ -59,7 +61,7 @@ def test_a_countdown_past_the_visibility_timeout_runs_once(start_worker, tmp_pat
     for _ in range(2):
         start_worker(queues=queue, concurrency=1, env=short)
     handle = run_agent.apply_async((f"once [fake:log={log}]",), {"timeout": 3}, queue=queue,
-                                   countdown=15)
+                                   countdown=10)
     assert handle.get(timeout=WAIT)["is_error"] is False
-    time.sleep(8)  # room for a second delivery to show
+    time.sleep(4)  # room for a second delivery to show
     assert len(starts(log)) == 1, starts(log)
