@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo demo-down test test-unit lint-imports bench clean browser-deps
+.PHONY: venv demo demo-down test test-unit lint-imports bench faults clean browser-deps
 
 # editable_mode=compat puts the checkout on sys.path with a plain .pth line: the
 # default import-hook finder costs every Python start here ~25 ms (turbo, workers,
@@ -45,6 +45,11 @@ lint-imports: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# The fault campaign: kills and bad input against real Redis and workers (minutes; a fast
+# subset runs in `make test`). Prints the table ops/RELIABILITY.md carries.
+faults: $(STAMP)
+	$(PY) -m faults
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

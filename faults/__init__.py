@@ -1,0 +1,1 @@
+"""The fault campaign (`make faults`): real Redis, real workers, real kills."""
