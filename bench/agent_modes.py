@@ -13,13 +13,13 @@ No plain-Celery column: this is about outcomes, not overhead.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from celeryapp.dev.localredis import free_port
 from celeryapp.dev.localworker import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,12 +44,6 @@ MODES = [  # name, prompt directive, options
     ("403", "[api:mode=403]", {}),
     ("timeout", "[api:mode=slow secs=120]", {"timeout": 15}),
 ]
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _cli_processes(scratch: Path) -> int:
@@ -125,7 +119,7 @@ def run(ctx) -> dict:
         finally:
             worker.stop(timeout=60)
             ctx.workers.remove(worker)
-    down = _worker(ctx, str(claude), f"http://127.0.0.1:{_closed_port()}", home, scratch)
+    down = _worker(ctx, str(claude), f"http://127.0.0.1:{free_port()}", home, scratch)
     try:
         rows["unreachable"] = _one(run_agent, "", {}, lambda k: 0)
         rows["unreachable"]["cli_processes_left"] = _cli_processes(scratch)

@@ -57,7 +57,6 @@ class Holder:
         self._client = None
         self._restore: Callable | None = None
         self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
         self._suspects: set[str] = set()
 
     @property
@@ -79,17 +78,9 @@ class Holder:
     def beat(self) -> None:
         self._client.set(beat_key(self.id), str(time.time()), px=int(self.timeout * 1000))
 
-    def stop(self) -> None:
-        """A clean exit: the heartbeat goes at once (kombu restores the messages)."""
-        self._stop.set()
-        if self._client is not None:
-            try:
-                self._client.delete(beat_key(self.id))
-            except Exception:  # noqa: BLE001 - Redis gone: the key expires by itself
-                pass
-
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            time.sleep(self.interval)
             try:
                 self.beat()
                 self.recover()

@@ -216,7 +216,7 @@ CALLED_BY = (
 OWN_NAMES = (
     *(("kombu.transport.redis:QoS", name) for name in (
         "_recorded", "_pending_acks", "_script", "_write_records", "_forget",
-        "record_batch", "flush_acks", "_holder", "_visibility_sweep")),
+        "record_batch", "flush_acks", "_holder", "_visibility_sweep", "_started_holder")),
     *(("kombu.transport.redis:Channel", name) for name in (
         "_shared_client", "_shared_pid", "_scripts_client", "_scripts", "_batch_fetch",
         "_create_shared_client", "_uses_batch_fetch", "_fetch_count", "_no_ack_queues",

@@ -81,6 +81,7 @@ def unacked_record(raw: str, payload: dict) -> str:
 
 class QoS(kombu_redis.QoS):
     _visibility_sweep = False  # restore_visible is running (this thread or another)
+    _started_holder: holders.Holder | None = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -92,13 +93,18 @@ class QoS(kombu_redis.QoS):
                                       holders.HOLDERS_KEY], args)
 
     def _holder(self) -> holders.Holder:
-        """This process as the holder of what it records; its heartbeat started first."""
+        """This process as the holder of what it records; its heartbeat started first
+        (once per channel and process: every fetched batch asks)."""
+        holder = self._started_holder
+        if holder is not None and holder.pid == os.getpid():
+            return holder
         options = self.channel.connection.client.transport_options or {}
         holder = holders.holder(options.get("dead_worker_timeout",
                                             holders.DEFAULT_TIMEOUT_S))
         channel = self.channel
         holder.start(lambda: channel.Client(connection_pool=channel.pool),
                      lambda tag, client: self.restore_by_tag(tag, client))
+        self._started_holder = holder
         return holder
 
     def record_batch(self, entries: list[tuple[str, str]]) -> None:

@@ -9,8 +9,9 @@ The calling thread waits on the CLI's pidfd (or in short sleeps), so Celery's
 signals (soft limit, ``revoke(terminate=True, signal="SIGUSR1")``) interrupt it at
 once on prefork; on a threads pool, where no signal reaches a task, it also
 watches the task's stop event (``stop=``) and a set event kills the group just the
-same (:class:`~tasks.deadline.Cancelled`). Pipes are drained by threads so a chatty
-CLI never blocks on a full pipe.
+same (:class:`~tasks.deadline.Cancelled`). The waiting thread also reads both pipes as
+output comes (a chatty CLI never blocks on a full pipe), stdout through the profile's
+reader (:mod:`.events`).
 """
 from __future__ import annotations
 

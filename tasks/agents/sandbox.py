@@ -15,7 +15,7 @@ import fnmatch
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -51,7 +51,6 @@ class Caps:
     env_pass: tuple[str, ...] = ()
     cli_max_retries: int = 1
     kill_grace: float = 5.0
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Any, kill_grace: float = 5.0) -> "Caps":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import time
 import uuid
@@ -22,6 +21,8 @@ from pathlib import Path
 import pytest
 from support.agent_clis import claude_env, cli_or_skip_reason
 from support.fakes.anthropic_api import start_anthropic_api
+
+from celeryapp.dev.localredis import free_port
 
 FAKE = Path(__file__).resolve().parents[1] / "support" / "fakes" / "claude"
 BASE = ["-p", "--output-format", "json", "--no-session-persistence"]
@@ -99,9 +100,7 @@ def run_cli(argv, env, cwd, stdin=None, timeout=90) -> Run:
 
 
 def dead_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"  # closed again: nothing listens
+    return f"http://127.0.0.1:{free_port()}"  # closed again: nothing listens
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ how long. The CLI's own retries are bounded (TURBO_AGENT_CLI_MAX_RETRIES=1), the
 task's backoff is short (conftest: TURBO_RETRY_BACKOFF=0.2)."""
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +14,8 @@ from support.agent_clis import CLAUDE_QUIET_ENV, cli_or_skip_reason
 from support.fakes.anthropic_api import start_anthropic_api
 from support.helpers import unique_queue
 
+from celeryapp.dev.localredis import free_port
+
 from tasks.agent import run_agent
 from tasks.errors import (AgentAuthError, AgentRateLimited, AgentTurnLimit, AgentUnavailable,
                           InvalidRequest, TaskTimeout)
@@ -22,12 +23,6 @@ from tasks.errors import (AgentAuthError, AgentRateLimited, AgentTurnLimit, Agen
 WAIT = 120
 CLAUDE, WHY_NOT = cli_or_skip_reason("claude")
 pytestmark = pytest.mark.skipif(CLAUDE is None, reason=f"the real claude CLI: {WHY_NOT}")
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -176,12 +171,12 @@ def test_unreachable_api_is_transient(tmp_path, celery_app, base_dir):
 
     queue = unique_queue()
     env = {**CLAUDE_QUIET_ENV, "TURBO_CLAUDE_BIN": str(CLAUDE), "HOME": str(tmp_path),
-           "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{closed_port()}",
+           "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens
            "TURBO_AGENT_SCRATCH_DIR": str(tmp_path / "runs"),
            "TURBO_AGENT_CLI_MAX_RETRIES": "1"}
     worker = WorkerProcess(name=f"worker@unreach{uuid.uuid4().hex[:4]}", queues=queue,
                            concurrency=1, env=env,
-                           logfile=base_dir / "logs" / f"real-claude-unreachable.log")
+                           logfile=base_dir / "logs" / "real-claude-unreachable.log")
     worker.start(celery_app)
     try:
         started = time.monotonic()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from support.agent_clis import cli_or_skip_reason
 from support.fakes.gemini_api import start_gemini_api
 from support.fakes.openai_api import start_openai_api
 
+from celeryapp.dev.localredis import free_port
 from tasks.agents import runner
 from tasks.agents.sandbox import Caps
 from tasks.errors import AgentAuthError, AgentRateLimited, AgentUnavailable, InvalidRequest
@@ -24,12 +24,6 @@ CODEX, NO_CODEX = cli_or_skip_reason("codex")
 GEMINI, NO_GEMINI = cli_or_skip_reason("gemini")
 needs_codex = pytest.mark.skipif(CODEX is None, reason=f"the real codex CLI: {NO_CODEX}")
 needs_gemini = pytest.mark.skipif(GEMINI is None, reason=f"the real gemini CLI: {NO_GEMINI}")
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -104,7 +98,7 @@ def test_codex_api_errors_are_classed(caps, codex_home, mode, error, status):
 
 @needs_codex
 def test_codex_without_network_fails_in_seconds(caps, codex_home):
-    env = codex_env(codex_home, f"http://127.0.0.1:{closed_port()}", stream_retries=0)
+    env = codex_env(codex_home, f"http://127.0.0.1:{free_port()}", stream_retries=0)
     started = time.monotonic()
     with pytest.raises(AgentUnavailable, match="Connection failed"):
         runner.run("codex", "hi", {}, executable=str(CODEX), timeout=120, caps=caps, env=env)
@@ -165,5 +159,5 @@ def test_gemini_without_network_is_transient(caps, tmp_path):
     with pytest.raises(AgentUnavailable, match="fetch failed"):
         runner.run("gemini", "hi", {"model": "gemini-2.5-flash"}, executable=str(GEMINI),
                    timeout=90, caps=caps,
-                   env=gemini_env(tmp_path / "home", f"http://127.0.0.1:{closed_port()}"))
+                   env=gemini_env(tmp_path / "home", f"http://127.0.0.1:{free_port()}"))
     assert time.monotonic() - started < 60

@@ -6,12 +6,12 @@ unit tests of the parser (tests/unit/test_agent_outcomes.py): one file per mode,
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from celeryapp.dev.localredis import free_port
 from support.agent_clis import PINS, claude_env, cli_path
 from support.fakes.anthropic_api import start_anthropic_api
 
@@ -27,12 +27,6 @@ MODES = {  # name: (directive, extra argv)
     "500": ("[api:mode=500]", []),
     "unreachable": ("", []),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def main() -> int:

@@ -46,7 +46,6 @@ As a script (prints one JSON line ``{"url", "port", "pid"}``; stops on SIGTERM/S
     python3 tests/support/fakes/gemini_api.py [--port 0] [--mode ok]
 """
 import json
-import re
 import sys
 import time
 import uuid
@@ -97,15 +96,6 @@ ERRORS = {
 }
 
 
-def directives(text):
-    found = {}
-    for body in re.findall(r"\[api:([^\]]*)\]", text or ""):
-        for token in body.split():
-            key, _, value = token.partition("=")
-            found[key] = value
-    return found
-
-
 def last_user_parts(body):
     """The text parts of the last user turn that has text (not a function response)."""
     texts = []
@@ -147,27 +137,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         api = self.server.api
-        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            body = {}
+        body = standin.read_json(self)
         path = urlsplit(self.path).path
         model, _, method = path.rsplit("/", 1)[-1].partition(":")
         parts = last_user_parts(body)
         prompt = parts[-1] if parts else ""  # the CLI puts <session_context> in an earlier part
-        do = directives("\n".join(parts))
-        mode = do.get("mode", api.mode_default)
-        limit = do.get("times", do.get("until"))
-        if mode != "ok" and limit is not None:
-            key = do.get("key") or (mode, prompt)
-            with api.lock:
-                seen = api.failures.get(key, 0)
-                api.failures[key] = seen + 1
-            if seen >= int(limit):
-                mode = "ok"
-        delay = float(do.get("secs", 30)) if mode == "slow" else 0
-        mode = "ok" if mode == "slow" else mode
+        do = standin.directives("\n".join(parts))
+        mode, delay = standin.choose_mode(api, do, prompt)
         call = {"method": "POST", "path": self.path, "rpc": method, "model": model, "mode": mode,
                 "prompt": prompt, "api_key": self.headers.get("x-goog-api-key"),
                 "headers": dict(self.headers), "body": body, "t": time.time()}

@@ -49,7 +49,6 @@ As a script (prints one JSON line ``{"url", "port", "pid"}``; stops on SIGTERM/S
     python3 tests/support/fakes/openai_api.py [--port 0] [--mode ok]
 """
 import json
-import re
 import sys
 import time
 import uuid
@@ -82,15 +81,6 @@ ERRORS = {
         "message": "The server had an error while processing your request. Sorry about that!",
         "type": "server_error", "param": None, "code": None}}),
 }
-
-
-def directives(text):
-    found = {}
-    for body in re.findall(r"\[api:([^\]]*)\]", text or ""):
-        for token in body.split():
-            key, _, value = token.partition("=")
-            found[key] = value
-    return found
 
 
 def last_user_text(body):
@@ -134,24 +124,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         api = self.server.api
-        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            body = {}
+        body = standin.read_json(self)
         prompt = last_user_text(body)
-        do = directives(prompt)
-        mode = do.get("mode", api.mode_default)
-        limit = do.get("times", do.get("until"))
-        if mode != "ok" and limit is not None:
-            key = do.get("key") or (mode, prompt)
-            with api.lock:
-                seen = api.failures.get(key, 0)
-                api.failures[key] = seen + 1
-            if seen >= int(limit):
-                mode = "ok"
-        delay = float(do.get("secs", 30)) if mode == "slow" else 0
-        mode = "ok" if mode == "slow" else mode
+        do = standin.directives(prompt)
+        mode, delay = standin.choose_mode(api, do, prompt)
         call = {"method": "POST", "path": self.path, "mode": mode, "model": body.get("model"),
                 "stream": body.get("stream"), "prompt": prompt,
                 "authorization": self.headers.get("authorization"), "t": time.time(),

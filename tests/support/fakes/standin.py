@@ -3,9 +3,47 @@ threaded HTTP server that records every call, and the script entry point."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 from http.server import ThreadingHTTPServer
+
+
+def directives(text):
+    """``[api:mode=429 times=2 key=k]`` -> {"mode": "429", "times": "2", "key": "k"}."""
+    found = {}
+    for body in re.findall(r"\[api:([^\]]*)\]", text or ""):
+        for token in body.split():
+            key, _, value = token.partition("=")
+            found[key] = value
+    return found
+
+
+def read_json(handler) -> dict:
+    """The request's JSON body ({} when it is not JSON)."""
+    raw = handler.rfile.read(int(handler.headers.get("content-length") or 0))
+    try:
+        return json.loads(raw or b"{}")
+    except ValueError:
+        return {}
+
+
+def choose_mode(api, do: dict, prompt: str) -> tuple[str, float]:
+    """(mode, seconds to wait first) for one request: the directive's mode (else the
+    stand-in's default); ``times``/``until`` N fail N requests of a ``key``, then ``ok``;
+    ``slow`` waits ``secs`` and answers ``ok``."""
+    mode = do.get("mode", api.mode_default)
+    limit = do.get("times", do.get("until"))
+    if mode != "ok" and limit is not None:
+        key = do.get("key") or (mode, prompt)
+        with api.lock:
+            seen = api.failures.get(key, 0)
+            api.failures[key] = seen + 1
+        if seen >= int(limit):
+            mode = "ok"
+    if mode == "slow":
+        return "ok", float(do.get("secs", 30))
+    return mode, 0.0
 
 
 class _Server(ThreadingHTTPServer):
