@@ -87,7 +87,10 @@ def celery_config(settings: Settings) -> dict:
         "turbo_event_flush_delay": settings.event_flush_delay,
         "turbo_stock_celery": settings.stock_celery,  # shown by `celery inspect conf`
         "broker_connection_retry_on_startup": True,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # with our transport a task running when Redis goes away runs on and acks when it
+        # ends (holders.py; a worker cut off past its lease stops); kombu's own restores
+        # every unacked message when the connection closes, so Celery must cancel them
+        "worker_cancel_long_running_tasks_on_connection_loss": not overrides,
         "task_queues": task_queues(),
         "task_default_queue": DEFAULT_QUEUE,
         "task_default_exchange": DEFAULT_QUEUE,

@@ -33,7 +33,8 @@ QUEUE = "faults"
 def setup(base: Path):
     from celeryapp.dev.localredis import LocalRedis
 
-    redis = LocalRedis(workdir=base / "redis", password=secrets.token_hex(12))
+    # production's persistence (ops/redis/redis.conf): AOF, fsync every second
+    redis = LocalRedis(workdir=base / "redis", password=secrets.token_hex(12), appendonly=True)
     redis.start()
     os.environ.update({
         "TURBO_BROKER_URL": f"{redis.url}/0", "TURBO_RESULT_BACKEND": f"{redis.url}/1",
@@ -45,10 +46,10 @@ def setup(base: Path):
 
 
 class Campaign:
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, redis):
         from celeryapp import app
 
-        self.app, self.base, self.workers, self.started = app, base, [], 0
+        self.app, self.base, self.redis, self.workers, self.started = app, base, redis, [], 0
 
     def worker(self, concurrency: int = 4, env: dict | None = None):
         from celeryapp.dev.localworker import WorkerProcess
@@ -83,8 +84,12 @@ class Campaign:
         backend = self.app.backend
         states: dict[str, str] = {}
         while time.monotonic() < deadline:
-            states = {task_id: backend.get_task_meta(task_id, cache=False).get("status")
-                      for task_id, _ in sent}
+            try:
+                states = {task_id: backend.get_task_meta(task_id, cache=False).get("status")
+                          for task_id, _ in sent}
+            except backend.connection_errors:  # a connection from before a Redis restart
+                time.sleep(0.5)
+                continue
             if all(state in ("SUCCESS", "FAILURE", "REVOKED") for state in states.values()):
                 break
             time.sleep(0.5)
@@ -178,6 +183,95 @@ def countdown_past_visibility(c: Campaign, tasks: int = 5) -> dict:
     return row
 
 
+def redis_outage(c: Campaign, how: str, tasks: int = 120, down_s: float = 5.0) -> dict:
+    """Redis stopped (SHUTDOWN, or kill -9) for ``down_s`` while 4 slots run agent runs
+    and the rest wait in the queue; then started again on the same AOF."""
+    c.worker(concurrency=4)
+    sent = c.submit(f"redis-{how}", tasks, 0.5)
+    deadline = time.monotonic() + 60
+    while sum(bool(events(log)) for _, log in sent) < 12 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (c.redis.kill if how == "kill" else c.redis.stop)()
+    time.sleep(down_s)
+    c.redis.start()
+    back = time.time()
+    row = c.outcome(sent, time.monotonic() + 300)
+    starts = sorted(e["t"] for _, log in sent for e in events(log)
+                    if e["event"] == "start" and e["t"] > back)
+    label = "kill -9" if how == "kill" else "shutdown"
+    row.update(scenario=f"Redis {label} for {down_s:g} s under load ({tasks} runs, 4 slots)",
+               recovery=(f"work resumed {starts[0] - back:.1f} s after Redis was back"
+                         if starts else "-"))
+    c.stop()
+    return row
+
+
+def redis_shutdown(c: Campaign) -> dict:
+    return redis_outage(c, "shutdown")
+
+
+def redis_kill(c: Campaign) -> dict:
+    return redis_outage(c, "kill")
+
+
+def partition(c: Campaign, runs: int = 4, cut_s: float = 30.0) -> dict:
+    """One worker (alpha) cut off from Redis for ``cut_s`` - its traffic black-holed by a
+    forwarder, as a dropped link does - while it runs agent runs; beta is alive. Alpha
+    must stop its runs before beta takes them over (the fence), so that none ends twice."""
+    from celeryapp.dev.netcut import NetCut
+
+    netcut = NetCut(c.redis.host, c.redis.port).start()
+    through = {name: netcut.url(os.environ[name])
+               for name in ("TURBO_BROKER_URL", "TURBO_RESULT_BACKEND")}
+    alpha = c.worker(concurrency=runs, env=through)
+    sent = c.submit("partition", runs, 25.0)  # alpha alone is up: it takes them all
+    deadline = time.monotonic() + 60
+    while sum(bool(events(log)) for _, log in sent) < runs and time.monotonic() < deadline:
+        time.sleep(0.2)
+    beta = c.worker(concurrency=runs)
+    netcut.cut()
+    cut = time.time()
+    alpha.process.wait(cut_s)
+    fenced = time.time() - cut if alpha.process.poll() is not None else None
+    time.sleep(max(0.0, cut_s - (time.time() - cut)))
+    netcut.heal()
+    row = c.outcome(sent, time.monotonic() + 180)
+    restarts = [starts[1]["t"] - cut for starts in
+                ([e for e in events(log) if e["event"] == "start"] for _, log in sent)
+                if len(starts) > 1]
+    fence = (f"alpha stopped itself {fenced:.1f} s into the cut (exit "
+             f"{alpha.process.returncode})" if fenced is not None else "alpha did NOT stop")
+    row.update(scenario=f"{cut_s:g} s network partition of a worker running {runs} runs, "
+                        f"another alive",
+               recovery=f"{fence}; its runs started again on beta "
+                        f"{max(restarts):.1f} s into the cut" if restarts else fence)
+    beta.stop()
+    c.stop()
+    netcut.stop()
+    return row
+
+
+def warm_shutdown(c: Campaign, tasks: int = 24) -> dict:
+    """SIGTERM (warm shutdown) of a worker with 4 runs going and more waiting: it finishes
+    what runs, gives back what it reserved, and a new worker does the rest."""
+    first = c.worker(concurrency=4)
+    sent = c.submit("warm", tasks, 2.0)
+    deadline = time.monotonic() + 60
+    while sum(bool(events(log)) for _, log in sent) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stopped = time.time()
+    first.process.send_signal(signal.SIGTERM)
+    first.process.wait(60)
+    took = time.time() - stopped
+    c.worker(concurrency=4)
+    row = c.outcome(sent, time.monotonic() + 180)
+    row.update(scenario=f"warm shutdown (SIGTERM) of a worker running 4 of {tasks} runs",
+               recovery=f"it finished its runs and stopped in {took:.1f} s; a new worker "
+                        f"did the rest")
+    c.stop()
+    return row
+
+
 def bad_input(c: Campaign) -> dict:
     from tasks.agent import run_agent
     from tasks.errors import InvalidRequest
@@ -208,7 +302,9 @@ def bad_input(c: Campaign) -> dict:
 
 
 SCENARIOS = {"pool_kills": pool_kills, "worker_kill": worker_kill,
-             "countdown": countdown_past_visibility, "bad_input": bad_input}
+             "countdown": countdown_past_visibility, "redis_shutdown": redis_shutdown,
+             "redis_kill": redis_kill, "partition": partition,
+             "warm_shutdown": warm_shutdown, "bad_input": bad_input}
 
 
 def table(rows: list[dict]) -> str:
@@ -227,7 +323,7 @@ def main(argv: list[str]) -> int:
     names = argv[0].split(",") if argv else list(SCENARIOS)
     base = Path(tempfile.mkdtemp(prefix="turbo-faults-"))
     redis = setup(base)
-    campaign = Campaign(base)
+    campaign = Campaign(base, redis)
     rows = []
     try:
         for name in names:

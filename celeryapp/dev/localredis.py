@@ -43,6 +43,7 @@ class LocalRedis:
     host: str = "127.0.0.1"
     process: subprocess.Popen | None = None
     appendonly: bool = False
+    appendfsync: str = "everysec"  # with appendonly: "always" syncs every write (faults)
 
     @property
     def url(self) -> str:
@@ -56,6 +57,7 @@ class LocalRedis:
             f"dir {self.workdir}",
             "save \"\"",
             f"appendonly {'yes' if self.appendonly else 'no'}",
+            f"appendfsync {self.appendfsync}",
             "maxmemory-policy noeviction",
             "protected-mode yes",
             f"logfile {self.workdir / 'redis.log'}",
@@ -97,6 +99,12 @@ class LocalRedis:
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:
             return False
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no last write to the AOF (the fault campaign)."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self, timeout: float = 10.0) -> None:
         if not self.process or self.process.poll() is not None:

@@ -51,12 +51,26 @@ class WorkerProcess:
     def wait_ready(self, app, timeout: float = 60.0) -> None:
         """Ready means it answers a broadcast ping, i.e. it consumes from Redis."""
         deadline = time.monotonic() + timeout
+        errors = app.connection_for_write().connection_errors
+        own = None  # a connection of its own once the pooled one failed
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}: "
                                    f"{self.log_tail()}")
-            replies = app.control.ping(destination=[self.name], timeout=0.5)
+            try:
+                replies = app.control.ping(destination=[self.name], timeout=0.5,
+                                           connection=own)
+            except errors:
+                # a pooled connection from before a Redis restart (Celery's broadcast
+                # does not retry it): ask again on a new one
+                if own is not None:
+                    own.release()
+                own = app.connection_for_write()
+                time.sleep(0.1)
+                continue
             if any(self.name in reply for reply in replies):
+                if own is not None:
+                    own.release()
                 return
         raise TimeoutError(f"{self.name} not ready after {timeout}s: {self.log_tail()}")
 

@@ -18,7 +18,9 @@ is gone from the installed versions or no longer takes the arguments we pass.
   ``Channel._qos`` (kombu.transport.virtual), ``Transport._deliver``
   (``self.connection._deliver``) and ``Message._raw`` (kombu.transport.virtual);
   ``QoS._remove_from_indices`` and ``Channel._do_restore_message`` (a task requeued
-  after its process died goes back to the head of its queue, counted).
+  after its process died goes back to the head of its queue, counted);
+  ``QoS._delivered`` and ``QoS._dirty`` (kombu.transport.virtual: what a channel holds,
+  given back when it closes, and whether a worker cut off from Redis holds anything).
   Public but relied on: ``Channel.conn_or_acquire``/``Client``/``pool``/``client``/
   ``handlers``/``global_keyprefix``/``brpop_timeout``/``priority_steps``/``sep``/
   ``ResponseError``/``connection_errors``, ``QoS.unacked_key``/
@@ -92,6 +94,8 @@ PRIVATE_NAMES = (
     ("kombu.transport.virtual:Message", "_raw", None),
     ("kombu.transport.redis:QoS", "_remove_from_indices", ("*", "*")),
     ("kombu.transport.redis:Channel", "_do_restore_message", ("*", "*", "*", "*", "*")),
+    ("kombu.transport.virtual:QoS", "_delivered", None),
+    ("kombu.transport.virtual:QoS", "_dirty", None),
     # backend.py (Celery)
     ("celery.backends.redis:RedisBackend", "_create_client", ("**",)),
     ("celery.backends.redis:RedisBackend", "_get_client", ()),
@@ -135,6 +139,9 @@ RELIED_PUBLIC_NAMES = (
     ("kombu.transport.redis:QoS", "reject", ("*", "requeue")),
     ("kombu.transport.redis:QoS", "restore_by_tag", ("*", "*", "*")),
     ("kombu.transport.redis:QoS", "restore_visible", ("*", "*", "*")),
+    ("celery.worker.state", "active_requests", None),
+    ("celery.worker.request:Request", "message", None),
+    ("kombu.transport.virtual:Channel", "closed", None),
     # request.py
     ("celery.worker.request:Request", "request_dict", None),
     ("celery.worker.request:Request", "on_failure", ("*", "send_failed_event", "return_ok")),
@@ -216,7 +223,8 @@ CALLED_BY = (
 OWN_NAMES = (
     *(("kombu.transport.redis:QoS", name) for name in (
         "_recorded", "_pending_acks", "_script", "_write_records", "_forget",
-        "record_batch", "flush_acks", "_holder", "_visibility_sweep", "_started_holder")),
+        "record_batch", "flush_acks", "_holder", "_visibility_sweep", "_started_holder",
+        "_holder_client")),
     *(("kombu.transport.redis:Channel", name) for name in (
         "_shared_client", "_shared_pid", "_scripts_client", "_scripts", "_batch_fetch",
         "_create_shared_client", "_uses_batch_fetch", "_fetch_count", "_no_ack_queues",

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from contextlib import contextmanager
 from functools import cached_property
 from queue import Empty
@@ -54,11 +55,18 @@ for i = 3, #ARGV, 2 do
 end
 return 1
 """
-# ARGV: the tags
+# ARGV: this holder, then the tags. A record that names another holder is left alone: a
+# late ack (this worker was cut off, a survivor put the message back and another worker
+# took it) must not erase the new holder's record.
 FORGET_UNACKED = """
-redis.call('ZREM', KEYS[1], unpack(ARGV))
-redis.call('HDEL', KEYS[2], unpack(ARGV))
-redis.call('HDEL', KEYS[3], unpack(ARGV))
+for i = 2, #ARGV do
+  local holder = redis.call('HGET', KEYS[3], ARGV[i])
+  if (not holder) or holder == ARGV[1] then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    redis.call('HDEL', KEYS[3], ARGV[i])
+  end
+end
 return 1
 """
 logger = get_logger(__name__)
@@ -79,6 +87,27 @@ def unacked_record(raw: str, payload: dict) -> str:
     return f"[{raw}, {dumps(info['exchange'])}, {dumps(info['routing_key'])}]"
 
 
+def _running_tags() -> set:
+    """Delivery tags of the tasks this worker process is running now (none outside a
+    worker). After a connection loss they run on (``worker_cancel_long_running_tasks_on_
+    connection_loss`` is off with this transport): their messages stay recorded under
+    this holder, acked when they end or put back by the others if this worker dies."""
+    from celery.worker import state
+
+    return {request.message.delivery_tag for request in tuple(state.active_requests)
+            if request.message is not None}
+
+
+_LIVE_QOS: "weakref.WeakSet[QoS]" = weakref.WeakSet()  # this process's consuming channels
+
+
+def _holds_work() -> bool:
+    """Whether this process runs a task or holds a delivered, unacked message."""
+    # kombu drops acked tags from ``_delivered`` lazily: those in ``_dirty`` are acked
+    return bool(_running_tags()) or any(len(qos._delivered) > len(qos._dirty)
+                                        for qos in list(_LIVE_QOS) if not qos.channel.closed)
+
+
 class QoS(kombu_redis.QoS):
     _visibility_sweep = False  # restore_visible is running (this thread or another)
     _started_holder: holders.Holder | None = None
@@ -88,9 +117,9 @@ class QoS(kombu_redis.QoS):
         self._recorded: set = set()  # delivered in a batch whose record is written
         self._pending_acks: list = []  # acked in the loop's thread, not yet sent
 
-    def _script(self, lua: str, *args) -> None:
+    def _script(self, lua: str, *args, client=None) -> None:
         self.channel.run_script(lua, [self.unacked_index_key, self.unacked_key,
-                                      holders.HOLDERS_KEY], args)
+                                      holders.HOLDERS_KEY], args, client=client)
 
     def _holder(self) -> holders.Holder:
         """This process as the holder of what it records; its heartbeat started first
@@ -101,11 +130,22 @@ class QoS(kombu_redis.QoS):
         options = self.channel.connection.client.transport_options or {}
         holder = holders.holder(options.get("dead_worker_timeout",
                                             holders.DEFAULT_TIMEOUT_S))
-        channel = self.channel
-        holder.start(lambda: channel.Client(connection_pool=channel.pool),
-                     lambda tag, client: self.restore_by_tag(tag, client))
+        _LIVE_QOS.add(self)
+        holder.holds_work = _holds_work
+        holder.start(lambda: self._holder_client(holder.interval / 2), self.restore_held,
+                     lambda tags, client: self._script(FORGET_UNACKED, holder.id, *tags,
+                                                       client=client))
         self._started_holder = holder
         return holder
+
+    def _holder_client(self, timeout: float):
+        """The heartbeat's own connection: short socket timeouts, so that a cut-off
+        network fails a beat within ``timeout`` instead of hanging it (the fence)."""
+        pool = self.channel.pool
+        kwargs = {**pool.connection_kwargs, "socket_timeout": timeout,
+                  "socket_connect_timeout": timeout}
+        own = type(pool)(connection_class=pool.connection_class, max_connections=2, **kwargs)
+        return self.channel.Client(connection_pool=own)
 
     def record_batch(self, entries: list[tuple[str, str]]) -> None:
         """Record ``(tag, record)`` pairs as unacked, one round trip for all; their
@@ -131,17 +171,34 @@ class QoS(kombu_redis.QoS):
         virtual.QoS.append(self, message, delivery_tag)
 
     def _forget(self, delivery_tag) -> None:
+        if self.channel.closed or self.channel.connection is None:
+            # closed after a connection loss, it still gets the acks of the tasks that
+            # were running: the heartbeat thread sends them (this channel cannot)
+            self._holder().unsent_acks([delivery_tag])
+            return
         if self.channel.defers_acks():
             self._pending_acks.append(delivery_tag)
-        else:
-            self._script(FORGET_UNACKED, delivery_tag)
+            return
+        try:
+            self._script(FORGET_UNACKED, self._holder().id, delivery_tag)
+        except self.channel.connection_errors:
+            self._holder().unsent_acks([delivery_tag])  # sent by the heartbeat thread
+            raise
 
     def flush_acks(self) -> None:
         """Send the acks gathered during this turn of the event loop."""
         while self._pending_acks:
             tags = self._pending_acks[:LUA_UNPACK_CAP]
-            self._script(FORGET_UNACKED, *tags)
+            self._script(FORGET_UNACKED, self._holder().id, *tags)
             del self._pending_acks[:len(tags)]
+
+    def hand_pending_acks_to_holder(self) -> int:
+        """Acks that could not be sent: the heartbeat thread sends them once Redis is
+        back (so their records do not stay behind under a live holder)."""
+        tags, self._pending_acks = self._pending_acks, []
+        if tags:
+            self._holder().unsent_acks(tags)
+        return len(tags)
 
     def ack(self, delivery_tag):
         if self.channel.global_keyprefix:
@@ -154,7 +211,10 @@ class QoS(kombu_redis.QoS):
             # kombu puts a rejected message at the back of its queue (LPUSH); a task
             # whose process died has waited its turn already: back at the head, with
             # the requeue counted for the poison bound (overrides/request.py)
-            self.restore_by_tag(delivery_tag, requeued=True)
+            try:
+                self.restore_held(delivery_tag, self._holder().id, requeued=True)
+            except self.channel.connection_errors:
+                self._holder().give_up([delivery_tag])  # put back once Redis is back
             virtual.QoS.ack(self, delivery_tag)
             return
         if requeue or self.channel.global_keyprefix:
@@ -171,32 +231,63 @@ class QoS(kombu_redis.QoS):
         finally:
             self._visibility_sweep = False
 
-    def restore_by_tag(self, tag, client=None, leftmost=False, requeued=False):
-        """kombu's, plus ``requeued``: the message goes back to the head of its queue
-        with its ``turbo_requeues`` header counted up."""
-        if not requeued:
-            if self._visibility_sweep:
-                with self.channel.conn_or_acquire(client) as conn:
-                    if holders.held_by_live(conn, tag):
-                        return None
-            return super().restore_by_tag(tag, client, leftmost)
+    def restore_by_tag(self, tag, client=None, leftmost=False):
+        """kombu's; the visibility sweep passes over messages whose holder is alive."""
+        if self._visibility_sweep:
+            with self.channel.conn_or_acquire(client) as conn:
+                if holders.held_by_live(conn, tag):
+                    return None
+        return super().restore_by_tag(tag, client, leftmost)
+
+    def restore_held(self, tag, holder: str, client=None, requeued: bool = False) -> bool:
+        """Put a message back at the head of its queue if its record still names
+        ``holder`` (a dead holder's, or this one's own); with ``requeued`` its
+        ``turbo_requeues`` header is counted up. One WATCH/MULTI transaction: a message
+        that another survivor restored, or another worker holds by now, is left alone.
+        True when it was put back."""
+        tag = bytes_to_str(tag)
 
         def restore(pipe):
+            current = pipe.hget(holders.HOLDERS_KEY, tag)
+            if current is None or bytes_to_str(current) != holder:
+                return False
             stored = pipe.hget(self.unacked_key, tag)
             pipe.multi()
             self._remove_from_indices(tag, pipe)
+            pipe.hdel(holders.HOLDERS_KEY, tag)
             if stored:
                 payload, exchange, routing_key = loads(bytes_to_str(stored))
-                headers = payload.setdefault("headers", {})
-                headers[REQUEUES_HEADER] = int(headers.get(REQUEUES_HEADER) or 0) + 1
+                if requeued:
+                    headers = payload.setdefault("headers", {})
+                    headers[REQUEUES_HEADER] = int(headers.get(REQUEUES_HEADER) or 0) + 1
                 self.channel._do_restore_message(payload, exchange, routing_key, pipe, False)
+            return bool(stored)
 
         with self.channel.conn_or_acquire(client) as conn:
-            conn.transaction(restore, self.unacked_key)
+            return conn.transaction(restore, self.unacked_key, holders.HOLDERS_KEY,
+                                    value_from_callable=True)
 
     def restore_unacked(self, client=None):
-        self.flush_acks()
-        return super().restore_unacked(client)
+        """At channel close (warm shutdown, or a connection loss: Celery cancels what was
+        running and drops what was reserved): everything delivered and not acked goes
+        back to its queue now - or, with Redis away, through the heartbeat thread once
+        it is back - and the acks not yet sent go with it."""
+        if self.channel.global_keyprefix:
+            return super().restore_unacked(client)
+        holder = self._holder()
+        try:
+            self.flush_acks()
+        except self.channel.connection_errors:
+            self.hand_pending_acks_to_holder()
+        running = _running_tags()  # still running here: they ack when they end
+        tags = [tag for tag in self._delivered if tag not in running]
+        self._delivered.clear()
+        for i, tag in enumerate(tags):
+            try:
+                self.restore_held(tag, holder.id, client)
+            except self.channel.connection_errors:
+                holder.give_up(tags[i:])
+                break
 
 
 class Channel(kombu_redis.Channel):
@@ -229,8 +320,12 @@ class Channel(kombu_redis.Channel):
             kwargs["credential_provider"] = credential_provider
         return self.Client(**kwargs)
 
-    def run_script(self, lua: str, keys: list, args) -> None:
-        """EVALSHA on the shared client; redis-py loads the script when Redis lacks it."""
+    def run_script(self, lua: str, keys: list, args, client=None) -> None:
+        """EVALSHA on the shared client (or ``client``); redis-py loads the script when
+        Redis lacks it."""
+        if client is not None:
+            client.register_script(lua)(keys=keys, args=args)
+            return
         with self.conn_or_acquire() as client:
             if self._scripts_client is not client:  # a new client (new pool): afresh
                 self._scripts, self._scripts_client = {}, client
@@ -336,7 +431,7 @@ class Channel(kombu_redis.Channel):
             try:
                 self._qos.flush_acks()
             except self.connection_errors:
-                pass  # unsent acks: those tasks come back after the visibility timeout
+                self._qos.hand_pending_acks_to_holder()  # sent once Redis is back
         super().close()
         shared, self._shared_client = self._shared_client, None
         if shared is not None and self._shared_pid == os.getpid():
@@ -363,6 +458,6 @@ class Transport(kombu_redis.Transport):
             try:
                 qos.flush_acks()
             except (*channel.connection_errors, channel.ResponseError) as exc:
-                logger.error("could not send %d ack(s); their messages come back after "
-                             "the visibility timeout: %r", len(qos._pending_acks), exc)
-                qos._pending_acks.clear()
+                logger.warning("could not send %d ack(s) (%r); the heartbeat thread sends "
+                               "them once Redis is back", qos.hand_pending_acks_to_holder(),
+                               exc)
