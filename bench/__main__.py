@@ -7,7 +7,7 @@
     python -m bench --only throughput --ablate    # + the project's worker minus each cost
 
 Benchmarks (one module each, ``run(ctx) -> dict``), in this order: memory, delay,
-throughput, parallel, chord, dag, rows, query_throughput, shell, agent_pool,
+throughput, parallel, chord, dag, flow_scale, rows, query_throughput, shell, agent_pool,
 agent_modes. Prints one table (metric, plain
 Celery, Agent Turbo, target, met?) and writes every figure, with the machine's
 description, to var/bench/results.json. Run by hand, never part of CI.
@@ -31,6 +31,7 @@ BENCHES = {
     "parallel": "bench.parallel",
     "chord": "bench.chord_fanin",
     "dag": "bench.dag",
+    "flow_scale": "bench.flow_scale",
     "rows": "bench.rows",
     "query_throughput": "bench.query_throughput",
     "shell": "bench.shell",

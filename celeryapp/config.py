@@ -137,6 +137,16 @@ class Settings(BaseSettings):
     metrics_address: str = "127.0.0.1"
     # --- end flower and metrics ---
 
+    # --- workflows (celeryapp/flows) ---
+    # seconds between repair passes (one worker at a time): steps whose task ended but whose
+    # transition was lost are settled, steps claimed but never published are published again;
+    # 0: no repair thread in the workers (flows.repair() still works)
+    flow_repair_interval: float = Field(default=15.0, ge=0, allow_inf_nan=False)
+    # a step claimed for dispatch this long ago and still not published is published again
+    flow_dispatch_grace: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    # how long a worker hook retries a workflow transition while Redis is unreachable
+    flow_retry_seconds: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+
     @field_validator("host")
     @classmethod
     def _host_name(cls, value: str) -> str:

@@ -74,7 +74,8 @@ class TurboTask(Task):
         if not redelivered or request.id is None or request.is_eager:
             return
         try:
-            state = self.backend.get_task_meta(request.id, cache=False).get("status")
+            meta = self.backend.get_task_meta(request.id, cache=False)
+            state = meta.get("status")
         except Exception as exc:  # the backend is down: run, as without the check
             log.warning("%s[%s] redelivered; its stored state could not be read (%r): "
                         "running it", self.name, request.id, exc)
@@ -82,6 +83,9 @@ class TurboTask(Task):
         if state in states.READY_STATES:
             log.warning("%s[%s] redelivered after it ended %s: acknowledged without "
                         "running it again", self.name, request.id, state)
+            from celeryapp.worker.hooks import settle_redelivered
+
+            settle_redelivered(request, meta)  # a workflow step: its transition, now
             raise Ignore()
 
     def checked_timeout(self, timeout) -> float:

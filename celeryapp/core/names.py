@@ -94,3 +94,11 @@ def header(request, name: str):
     return value
 
 
+
+# --- workflows at any size (celeryapp/flows/layout.py): per-workflow hashes and sets in the
+# result backend's Redis, all expiring with the results; FLOW_KEY above is no longer written
+FLOW_KEYS_PREFIX = "turbo:flow:{id}:"  # + meta, spec, children, state, info, result, pending,
+                                       # inflight, failed (celeryapp/flows/layout.py)
+FLOWS_RUNNING_KEY = "turbo:flows:running"  # sorted set: running workflow ids by creation time
+FLOWS_REPAIR_LOCK = "turbo:flows:repair"  # one repair pass at a time, across workers
+EXPAND_HEADER = "turbo_flow_expands"  # a step whose success may add steps (expand/on_complete)

@@ -3,12 +3,18 @@
 Why not a canvas: Celery chords express series-parallel graphs only; for a DAG
 such as A->C, A->D, B->D a canvas makes some step wait for one it does not
 depend on. Here every step is an ordinary task carrying ``turbo_flow`` and
-``turbo_step`` headers; when one ends, a worker hook (celeryapp.worker.hooks) updates the
-workflow's state in Redis under a per-workflow lock and submits each child whose
-needs have all succeeded - the fan-in counter that Celery's Redis chords keep,
-generalised to any DAG. A failed step skips its descendants; independent
-branches run on. State is one JSON document per workflow in the result backend,
-expiring with the results.
+``turbo_step`` headers; when one ends, a worker hook (celeryapp.worker.hooks) runs one
+Lua script (:mod:`.scripts`) that records the outcome, decrements each child's
+pending-needs counter and claims the children that reached zero - Celery's Redis
+chord counter, generalised to any DAG. The claimed children are then published
+outside any lock (templates rendered only where a step has them, reading only the
+results they name). A failed step skips its descendants; independent branches run on.
+
+Progress survives faults: every transition is idempotent (it checks the step's state
+and task id), retried while Redis is unreachable, and a periodic repair pass
+(:func:`repair`, a thread in each worker) settles steps whose task ended without its
+transition being recorded and publishes again steps claimed but never published.
+State lives in per-workflow hashes (:mod:`.layout`) expiring with the results.
 """
 from __future__ import annotations
 
@@ -17,34 +23,38 @@ import json
 import logging
 import time
 import uuid
+from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-from jinja2 import StrictUndefined
+from jinja2 import Environment, StrictUndefined, meta
 from jinja2.nativetypes import NativeEnvironment
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..config import get_settings
-from ..core.names import AGENT_TASK, FLOW_HEADER, QUERY_TASK, STEP_HEADER
+from ..core.names import AGENT_TASK, EXPAND_HEADER, FLOW_HEADER, QUERY_TASK, STEP_HEADER
 from ..core.policy import priority_value, route
 from ..notices import notify_later, summary
 from ..submit import registered
+from . import layout
 from .spec import (
     FlowSpecError,
     StepSpec,
-    descendants,
     load,
     templated_values,
     validate,
     validate_steps,
 )
-from .store import FlowStore
+from .store import FlowStore, info_doc
 
 log = logging.getLogger(__name__)
 
-TERMINAL = {"succeeded", "failed", "skipped", "cancelled"}
+TERMINAL = set(layout.TERMINAL)
+SETTLE = 2.0  # seconds a task's final state is left to its own hook before repair acts
 
-__all__ = ["FlowSpecError", "cancel", "dispatch_ready", "get_state", "prepare", "submit", "wait"]
+__all__ = ["FlowSpecError", "cancel", "dispatch_ready", "get_state", "prepare", "repair",
+           "submit", "summary_state", "wait"]
 
 
 # --- building and submitting --------------------------------------------------------
@@ -68,102 +78,223 @@ def prepare(source: str | Path | Mapping, notify: Mapping | None = None,
 def submit(source: str | Path | Mapping, notify: Mapping | None = None) -> str:
     """Validate, store and start a workflow; return its id at once."""
     flow_id, state = prepare(source, notify)
-    store = _store()
-    store.create(state)
+    _store().create(flow_id, state)
     dispatch_ready(flow_id)
     return flow_id
 
 
 def get_state(flow_id: str) -> dict | None:
+    """The whole workflow: {id, name, state, created, ended, notify, defaults, steps}."""
     return _store().load(flow_id)
+
+
+def summary_state(flow_id: str) -> dict | None:
+    """get_state's shape with only the failed and in-flight steps, plus ``total`` and
+    ``counts`` (steps per state): cheap whatever the workflow's size."""
+    return _store().summary(flow_id)
 
 
 def wait(flow_id: str, timeout: float = 600, interval: float = 0.1) -> dict:
     """Block until the workflow ends; return its final state."""
     deadline = time.monotonic() + timeout
+    store = _store()
     while True:
-        state = get_state(flow_id)
-        if state is None:
+        found = store.meta(flow_id)
+        if found is None:
             raise KeyError(f"no workflow {flow_id!r} (expired or never submitted)")
-        if state["state"] != "running":
-            return state
+        if found["state"] != "running":
+            return get_state(flow_id)
         if time.monotonic() > deadline:
             raise TimeoutError(f"workflow {flow_id} still running after {timeout}s")
         time.sleep(interval)
 
 
 def cancel(flow_id: str) -> dict:
-    """Stop a workflow: revoke queued steps, stop running ones at the source."""
-    with _store().locked(flow_id) as state:
-        running = []
-        for name, step in state["steps"].items():
-            if step["state"] in ("queued", "running"):
-                running.append(step["task_id"])
-            if step["state"] not in TERMINAL:
-                step.update(state="cancelled", ended=time.time())
-        _finish_if_done(state, force="cancelled")
-    if running:
+    """Stop a workflow: every step not yet ended is cancelled (one script); queued steps
+    are revoked, running ones stopped at the source."""
+    store = _store()
+    reply = store.run("cancel", flow_id, flow_id, time.time())
+    task_ids = [_text(t) for t in reply[2:]]
+    if task_ids:
         # SIGUSR1 raises SoftTimeLimitExceeded in the task: statement cancelled,
         # agent process group killed; queued ones are dropped by every worker.
-        _app().control.revoke(running, terminate=True, signal="SIGUSR1")
+        _app().control.revoke(task_ids, terminate=True, signal="SIGUSR1")
+    if int(reply[0]) and _text(reply[1]):
+        _send_notice(store, flow_id)
+    state = get_state(flow_id)
+    if state is None:
+        raise KeyError(f"no workflow {flow_id!r} (expired or never submitted)")
     return state
 
 
 def dispatch_ready(flow_id: str) -> list[str]:
-    """Submit every pending step whose needs all succeeded; return their names."""
-    with _store().locked(flow_id) as state:
-        return _dispatch(state)
+    """Claim and submit every pending step whose needs all succeeded; return their names.
+    (The start of a workflow; O(steps), once.)"""
+    store = _store()
+    reply = store.run("start", flow_id, flow_id, time.time())
+    return _after(store, flow_id, reply)
 
 
-# --- worker hooks (celeryapp.worker.hooks) -----------------------------------------------------
+# --- transitions (worker hooks, celeryapp.worker.hooks) ----------------------------------
 def step_started(flow_id: str, step_name: str, task_id: str, worker: str, attempt: int) -> None:
-    with _store().locked(flow_id) as state:
-        step = state["steps"].get(step_name)
-        if step is None or step["task_id"] != task_id or step["state"] in TERMINAL:
-            return
-        step.update(state="running", worker=worker, attempts=attempt)
-        step["started"] = step["started"] or time.time()
+    _store().run("started", flow_id, step_name, task_id, time.time(), worker, attempt)
 
 
-def step_succeeded(flow_id: str, step_name: str, task_id: str, result: Any) -> None:
-    added_error = None
-    with _store().locked(flow_id) as state:
-        step = state["steps"].get(step_name)
-        if step is None or step["task_id"] != task_id or step["state"] in TERMINAL:
-            return
-        step.update(state="succeeded", ended=time.time(), result=summary(result))
+def step_succeeded(flow_id: str, step_name: str, task_id: str, result: Any,
+                   expands: bool | None = None) -> None:
+    """Record the success, add the steps it asks for (expansion: callbacks, validation and
+    rendering run here, outside any lock; the steps are added by the same script that
+    records the success), then publish the children that became ready."""
+    store = _store()
+    added = ""
+    if expands is None or expands:
         try:
-            _expand(state, step_name, step, result)
-        except FlowSpecError as exc:
-            added_error = str(exc)
-            step.update(state="failed", error=f"its follow-up steps are invalid: {exc}")
-            _skip_descendants(state, step_name)
-        if added_error is None:
-            _dispatch(state)
-        _finish_if_done(state)
+            added = _expansion(store, flow_id, step_name, result)
+        except Exception as exc:  # an invalid or failing expansion fails this step
+            problem = str(exc) if isinstance(exc, FlowSpecError) else \
+                f"{type(exc).__name__}: {exc}"
+            _fail(store, flow_id, step_name, task_id,
+                  f"its follow-up steps are invalid: {problem}")
+            return
+    reply = store.run("succeeded", flow_id, flow_id, step_name, task_id, time.time(),
+                      json.dumps(summary(result), default=str), added)
+    if int(reply[0]) == 2:
+        _fail(store, flow_id, step_name, task_id, "its follow-up steps are invalid: added "
+              f"step(s) {_text(reply[1])} already exist in the workflow")
+        return
+    _after(store, flow_id, reply)
 
 
 def step_failed(flow_id: str, step_name: str, task_id: str, error: str) -> None:
-    with _store().locked(flow_id) as state:
-        step = state["steps"].get(step_name)
-        if step is None or step["task_id"] != task_id or step["state"] in TERMINAL:
-            return
-        step.update(state="failed", ended=time.time(), error=error)
-        _skip_descendants(state, step_name)
-        _finish_if_done(state)
+    _fail(_store(), flow_id, step_name, task_id, error)
 
 
 def step_revoked(flow_id: str, step_name: str, task_id: str) -> None:
-    with _store().locked(flow_id) as state:
-        step = state["steps"].get(step_name)
-        if step is None or step["task_id"] != task_id or step["state"] in TERMINAL:
-            return
-        step.update(state="cancelled", ended=time.time())
-        _skip_descendants(state, step_name, reason="cancelled")
-        _finish_if_done(state)
+    store = _store()
+    reply = store.run("failed", flow_id, flow_id, step_name, task_id, time.time(), "cancelled",
+                      "", "cancelled")
+    _after(store, flow_id, reply)
+
+
+def settle(flow_id: str, step_name: str, task_id: str, meta: Mapping) -> bool:
+    """Apply the transition a task's stored final state calls for (a redelivered message of
+    a task that already ended, the repair pass). False when the state is not final."""
+    status = meta.get("status")
+    if status == "SUCCESS":
+        step_succeeded(flow_id, step_name, task_id, meta.get("result"))
+    elif status == "FAILURE":
+        exc = meta.get("result")
+        error = f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(exc)
+        step_failed(flow_id, step_name, task_id, error)
+    elif status == "REVOKED":
+        step_revoked(flow_id, step_name, task_id)
+    else:
+        return False
+    return True
+
+
+# --- repair ------------------------------------------------------------------------------
+def repair(grace: float | None = None, settle_after: float = SETTLE) -> dict[str, int]:
+    """One pass over running workflows' in-flight steps: a step whose task ended gets its
+    transition; a step claimed more than ``grace`` s ago (TURBO_FLOW_DISPATCH_GRACE) and
+    never published is published again under the same task id; a workflow with nothing in
+    flight is started again (a lost start). Safe to run anywhere, any time: every change
+    is an idempotent transition; a task that ended less than ``settle_after`` s ago is left
+    to its own hook. Returns what it did (counts)."""
+    grace = get_settings().flow_dispatch_grace if grace is None else grace
+    store = _store()
+    backend = _app().backend
+    done = {"flows": 0, "settled": 0, "republished": 0, "started": 0, "notices": 0}
+    now = time.time()
+    for flow_id in store.running():
+        try:
+            _repair_flow(store, backend, flow_id, grace, settle_after, now, done)
+        except Exception as exc:  # one workflow's trouble does not stop the pass
+            log.warning("workflow %s: repair failed: %r", flow_id, exc)
+    return done
+
+
+def _repair_flow(store: FlowStore, backend, flow_id: str, grace: float, settle_after: float,
+                 now: float, done: dict[str, int]) -> None:
+    found = store.meta(flow_id)
+    if found is None:
+        store.forget(flow_id)
+        return
+    if found["state"] != "running":
+        if (found["ended"] or 0) < now - SETTLE:
+            done["notices"] += _send_notice(store, flow_id)
+        return
+    done["flows"] += 1
+    names = store.inflight(flow_id)
+    if not names:
+        if (found["created"] or 0) < now - grace:
+            done["started"] += len(dispatch_ready(flow_id))
+        return
+    records = store.steps(flow_id, names, ("state", "info"))
+    steps = [(name, _text(records["state"].get(name)), info_doc(records["info"].get(name)))
+             for name in names]
+    steps = [(n, s, i) for n, s, i in steps if i.get("task_id")]
+    pipe = backend.client.pipeline(transaction=False)
+    for _, _, info in steps:
+        pipe.get(backend.get_key_for_task(info["task_id"]))
+    for (name, state, info), raw in zip(steps, pipe.execute()):
+        task_meta = backend.decode_result(raw) if raw else None
+        if task_meta and task_meta.get("status") in ("SUCCESS", "FAILURE", "REVOKED"):
+            if _age(task_meta.get("date_done"), now) >= settle_after:
+                settle(flow_id, name, info["task_id"], task_meta)
+                done["settled"] += 1
+        elif state == "dispatching" and task_meta is None \
+                and (info.get("claimed") or 0) < now - grace:
+            log.warning("workflow %s: step %s was claimed %.0fs ago and never published: "
+                        "publishing it again", flow_id, name, now - info["claimed"])
+            _publish(store, flow_id, [(name, info["task_id"])])
+            done["republished"] += 1
+
+
+def _age(date_done, now: float) -> float:
+    if date_done is None:
+        return float("inf")
+    if isinstance(date_done, datetime):
+        when = date_done
+    else:
+        try:
+            when = datetime.fromisoformat(str(date_done))
+        except ValueError:
+            return float("inf")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return now - when.timestamp()
 
 
 # --- internals --------------------------------------------------------------------------
+def _fail(store: FlowStore, flow_id: str, step_name: str, task_id: str, error: str) -> None:
+    reply = store.run("failed", flow_id, flow_id, step_name, task_id, time.time(), "failed",
+                      error[:layout.MAX_ERROR], "failed")
+    _after(store, flow_id, reply)
+
+
+def _after(store: FlowStore, flow_id: str, reply) -> list[str]:
+    """Publish what a script claimed; send the notice when it ended the workflow."""
+    final = _text(reply[1]) if len(reply) > 1 else ""
+    rest = [_text(item) for item in reply[2:]]
+    claimed = list(zip(rest[::2], rest[1::2]))
+    if claimed:
+        _publish(store, flow_id, claimed)
+    if final:
+        _send_notice(store, flow_id)
+    return [name for name, _ in claimed]
+
+
+def _send_notice(store: FlowStore, flow_id: str) -> int:
+    if not int(store.run("notice", flow_id, flow_id)):
+        return 0  # no notice asked for, or another caller sent it
+    state = get_state(flow_id)
+    if state and state.get("notify"):
+        notify_later("flow", flow_id, state["state"], flow_report(state), state["notify"])
+        return 1
+    return 0
+
+
 def _new_step(step: StepSpec) -> dict:
     return {"kind": step.kind, "needs": list(step.needs), "state": "pending",
             "task_id": None, "worker": None, "started": None, "ended": None, "attempts": 0,
@@ -171,56 +302,61 @@ def _new_step(step: StepSpec) -> dict:
             "spec": step.model_dump(mode="json", exclude_none=True, exclude_defaults=True)}
 
 
-def _spec_of(step: dict) -> StepSpec:
-    return StepSpec.model_validate(step["spec"])
+@lru_cache(maxsize=4096)
+def _parse(raw: bytes | str) -> tuple[StepSpec, frozenset[str]]:
+    """A step's stored static record: its spec, and the step names its templates use.
+    Cached: the steps of a fan-out usually share one record text but for their order."""
+    doc = json.loads(raw)
+    spec = StepSpec.model_validate(doc["spec"])
+    env = Environment()
+    used: set[str] = set()
+    for _, text in templated_values(spec):
+        used |= meta.find_undeclared_variables(env.parse(text))
+    return spec, frozenset(used)
 
 
-def _dispatch(state: dict) -> list[str]:
-    if state["state"] != "running":
-        return []
-    steps = state["steps"]
-    ready = [name for name, step in steps.items() if step["state"] == "pending"
-             and all(steps[need]["state"] == "succeeded" for need in step["needs"])]
-    for name in ready:
-        step = steps[name]
-        step["task_id"] = str(uuid.uuid4())
+def _publish(store: FlowStore, flow_id: str, claimed: list[tuple[str, str]]) -> None:
+    """Publish claimed steps (outside any lock), then mark them queued in one round trip.
+    A step that cannot be rendered or published fails; its descendants are skipped."""
+    names = [name for name, _ in claimed]
+    specs = store.steps(flow_id, names, ("spec",))["spec"]
+    published = []
+    for name, task_id in claimed:
         try:
-            _publish(state, name, step)
+            spec, used = _parse(specs[name])
+            if used:
+                spec = _render(spec, _results(store, flow_id, sorted(used)))
+            _send(flow_id, name, task_id, spec)
         except Exception as exc:  # a render or publish error fails this step only
-            log.warning("workflow %s: step %s could not be submitted: %s", state["id"], name, exc)
-            step.update(state="failed", ended=time.time(),
-                        error=f"could not be submitted: {type(exc).__name__}: {exc}")
-            _skip_descendants(state, name)
+            log.warning("workflow %s: step %s could not be submitted: %s", flow_id, name, exc)
+            _fail(store, flow_id, name, task_id,
+                  f"could not be submitted: {type(exc).__name__}: {exc}")
             continue
-        step["state"] = "queued"
-        step["queued"] = time.time()
-    _finish_if_done(state)
-    return ready
+        published.append((name, task_id))
+    store.mark_queued(flow_id, published, time.time())
 
 
-def _publish(state: dict, name: str, step: dict) -> None:
-    spec = _spec_of(step)
-    context = _parent_results(state, name)
-    rendered = _render(spec, context)
-    options = {"task_id": step["task_id"], "priority": spec.priority,
-               "headers": {FLOW_HEADER: state["id"], STEP_HEADER: name}}
+def _send(flow_id: str, name: str, task_id: str, spec: StepSpec) -> None:
+    options = {"task_id": task_id, "priority": spec.priority,
+               "headers": {FLOW_HEADER: flow_id, STEP_HEADER: name,
+                           EXPAND_HEADER: int(bool(spec.expand or spec.on_complete))}}
     if spec.queue:
         options["queue"] = spec.queue
     elif spec.host:  # the host's worker that suits the step (the request policy's route)
         options["host"] = spec.host
     if spec.kind == "query":
-        kwargs = _present(rendered, "params", "engine", "timeout", "retries", "max_inline_rows")
-        registered(QUERY_TASK).apply_async((rendered.query,), kwargs, **options)
+        kwargs = _present(spec, "params", "engine", "timeout", "retries", "max_inline_rows")
+        registered(QUERY_TASK).apply_async((spec.query,), kwargs, **options)
     elif spec.kind == "agent":
-        kwargs = _present(rendered, "profile", "cwd", "model", "max_turns", "allowed_tools",
+        kwargs = _present(spec, "profile", "cwd", "model", "max_turns", "allowed_tools",
                           "permission_mode", "append_system_prompt", "keep_workdir", "timeout",
                           "retries")
-        registered(AGENT_TASK).apply_async((rendered.agent,), kwargs, **options)
+        registered(AGENT_TASK).apply_async((spec.agent,), kwargs, **options)
     else:
         options["priority"] = priority_value(spec.priority)
         if "host" in options:
             options["queue"] = route(spec.task, host=options.pop("host"))
-        _app().send_task(spec.task, args=rendered.args or [], kwargs=rendered.kwargs or {},
+        _app().send_task(spec.task, args=spec.args or [], kwargs=spec.kwargs or {},
                         **options)
 
 
@@ -228,27 +364,19 @@ def _present(spec: StepSpec, *fields: str) -> dict:
     return {field: getattr(spec, field) for field in fields if getattr(spec, field) is not None}
 
 
-def _parent_results(state: dict, name: str) -> dict[str, Any]:
-    """Full results of every succeeded ancestor, for ``{{ step.field }}``."""
-    steps = state["steps"]
-    wanted: set[str] = set()
-    todo = list(steps[name]["needs"])
-    while todo:
-        need = todo.pop()
-        if need not in wanted:
-            wanted.add(need)
-            todo.extend(steps[need]["needs"])
+def _results(store: FlowStore, flow_id: str, names: list[str]) -> dict[str, Any]:
+    """Full results of the steps a template names (validation made them ancestors)."""
+    infos = store.steps(flow_id, names, ("info",))["info"]
+    backend = _app().backend
     results = {}
-    for need in wanted:
-        task_id = steps[need]["task_id"]
-        meta = _app().backend.get_task_meta(task_id)
-        results[need] = meta.get("result")
+    for name in names:
+        task_id = info_doc(infos.get(name)).get("task_id")
+        if task_id:
+            results[name] = backend.get_task_meta(task_id).get("result")
     return results
 
 
 def _render(spec: StepSpec, context: Mapping[str, Any]) -> StepSpec:
-    if not templated_values(spec):
-        return spec
     text_env = SandboxedEnvironment(undefined=StrictUndefined)
     native_env = NativeEnvironment(undefined=StrictUndefined)
 
@@ -274,30 +402,44 @@ def _render(spec: StepSpec, context: Mapping[str, Any]) -> StepSpec:
     return spec.model_copy(update=update)
 
 
-def _expand(state: dict, name: str, step: dict, result: Any) -> None:
-    """Add the steps a completed step asks for (agent JSON output or on_complete)."""
-    spec = _spec_of(step)
+def _expansion(store: FlowStore, flow_id: str, name: str, result: Any) -> str:
+    """The steps a completed step asks for (agent JSON output or on_complete), validated
+    against a snapshot of the workflow; '' when none. No lock: the script that records the
+    success adds them atomically (and refuses names that appeared meanwhile)."""
+    raw = store.steps(flow_id, [name], ("spec",))["spec"].get(name)
+    if raw is None:
+        return ""
+    spec, _ = _parse(raw)
+    if not spec.expand and not spec.on_complete:
+        return ""
     new_steps: dict[str, Any] = {}
     if spec.expand and isinstance(result, dict):
         new_steps.update(_steps_from_agent_output(result.get("result")))
+    snapshot = None
     if spec.on_complete:
         module_name, func_name = spec.on_complete.split(":")
         callback = getattr(importlib.import_module(module_name), func_name)
-        returned = callback(result=result, step=name, flow=state) or {}
+        snapshot = get_state(flow_id)
+        returned = callback(result=result, step=name, flow=snapshot) or {}
         if not isinstance(returned, Mapping):
             raise FlowSpecError([f"on_complete {spec.on_complete} returned "
                                  f"{type(returned).__name__}, not a mapping of steps"])
         new_steps.update(returned)
     if not new_steps:
-        return
-    existing = {step_name: _spec_of(item) for step_name, item in state["steps"].items()}
-    added = validate_steps(new_steps, existing=existing, defaults=state.get("defaults"),
+        return ""
+    snapshot = snapshot or get_state(flow_id)
+    existing = {step_name: StepSpec.model_validate(item["spec"])
+                for step_name, item in snapshot["steps"].items()}
+    added = validate_steps(new_steps, existing=existing, defaults=snapshot.get("defaults"),
                            known_tasks=_known_tasks({"steps": new_steps}))
-    for step_name, added_step in added.items():
+    rows = []
+    for offset, (step_name, added_step) in enumerate(added.items()):
         entry = _new_step(added_step)
         entry["added_by"] = name
-        state["steps"][step_name] = entry
-    log.info("workflow %s: step %s added %s", state["id"], name, ", ".join(added))
+        rows.append([step_name, layout.static_json(len(existing) + offset, entry),
+                     list(added_step.needs)])
+    log.info("workflow %s: step %s adds %s", flow_id, name, ", ".join(added))
+    return json.dumps(rows)
 
 
 def _steps_from_agent_output(text: Any) -> dict:
@@ -317,32 +459,6 @@ def _steps_from_agent_output(text: Any) -> dict:
     if not isinstance(steps, dict):
         raise FlowSpecError(["the agent's JSON output has no 'steps' mapping"])
     return steps
-
-
-def _skip_descendants(state: dict, name: str, reason: str = "failed") -> None:
-    specs = {step_name: _spec_of(step) for step_name, step in state["steps"].items()}
-    for child in descendants(specs, name):
-        entry = state["steps"][child]
-        if entry["state"] == "pending":
-            entry.update(state="skipped", ended=time.time(),
-                         skipped_because=name, error=f"step {name!r} {reason}")
-
-
-def _finish_if_done(state: dict, force: str | None = None) -> None:
-    if state["state"] != "running":
-        return
-    steps = state["steps"].values()
-    if force is None and not all(step["state"] in TERMINAL for step in steps):
-        return
-    if force:
-        state["state"] = force
-    elif all(step["state"] == "succeeded" for step in steps):
-        state["state"] = "succeeded"
-    else:
-        state["state"] = "failed"
-    state["ended"] = time.time()
-    if state.get("notify"):
-        notify_later("flow", state["id"], state["state"], flow_report(state), state["notify"])
 
 
 def flow_report(state: dict) -> dict:
@@ -371,6 +487,10 @@ def _peek(source) -> Mapping | None:
         return None
 
 
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
+
+
 def _app():
     """The Celery app, built from the environment on first use (``turbo submit flow``
     validates without paying for Celery)."""
@@ -380,4 +500,5 @@ def _app():
 
 
 def _store() -> FlowStore:
-    return FlowStore(_app().backend.client, get_settings().result_expires)
+    settings = get_settings()
+    return FlowStore(_app().backend.client, settings.result_expires, settings.flow_retry_seconds)

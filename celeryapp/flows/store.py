@@ -1,47 +1,155 @@
-"""Workflow state in Redis: one JSON document per workflow, changed under a per-workflow lock."""
+"""Workflow state in Redis: the keys of :mod:`.layout`, changed only by the scripts of
+:mod:`.scripts` (one atomic, idempotent script per transition, no lock), read in one
+pipeline. A script that meets a connection error (Redis restarting, a failover, a blip)
+is run again for a bounded time: being idempotent, running it twice is harmless."""
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
-from typing import Iterator
+import logging
+import time
+import weakref
 
-from ..core.names import FLOW_KEY, RECENT_KEEP, RECENT_KEY
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..core.names import FLOWS_REPAIR_LOCK, FLOWS_RUNNING_KEY, RECENT_KEEP, RECENT_KEY
+from . import layout, scripts
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = (RedisConnectionError, RedisTimeoutError)  # BusyLoadingError is a ConnectionError
+_scripts: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _registered(client) -> dict:
+    """The scripts registered on ``client`` (a forked pool child builds its own client)."""
+    found = _scripts.get(client)
+    if found is None:
+        found = {name: client.register_script(text) for name, text in scripts.ALL.items()}
+        _scripts[client] = found
+    return found
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class FlowStore:
-    """Workflow state documents in Redis, changed only under a per-workflow lock."""
-
-    def __init__(self, client, expires: int):
+    def __init__(self, client, expires: int, retry_for: float = 30.0):
         self.client = client
         self.expires = expires
+        self.retry_for = retry_for
 
-    def key(self, flow_id: str) -> str:
-        return FLOW_KEY.format(id=flow_id)
+    # --- writing: one script per change ---------------------------------------------
+    def run(self, name: str, flow_id: str, *args):
+        """Run script ``name`` for ``flow_id``, again on connection errors for up to
+        ``retry_for`` seconds (backoff 0.05 s doubling to 2 s)."""
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.05
+        while True:
+            try:
+                return _registered(self.client)[name](layout.keys(flow_id), list(args),
+                                                      client=self.client)
+            except RETRYABLE as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("workflow %s: %s transition: Redis unavailable (%s); again in "
+                            "%.2fs", flow_id, name, exc, delay)
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
 
-    def create(self, state: dict) -> None:
-        if not self.client.set(self.key(state["id"]), json.dumps(state), ex=self.expires, nx=True):
-            raise ValueError(f"workflow {state['id']} exists already")
-        pipe = self.client.pipeline()
-        pipe.zadd(RECENT_KEY, {f"flow:{state['id']}": state["created"]})
+    def create(self, flow_id: str, state: dict) -> None:
+        keys, argv = layout.creation(flow_id, state)
+        if not self.run("create", flow_id, *argv, self.expires):
+            raise ValueError(f"workflow {flow_id} exists already")
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(RECENT_KEY, {f"flow:{flow_id}": state["created"]})
         pipe.zremrangebyrank(RECENT_KEY, 0, -RECENT_KEEP - 1)
         pipe.execute()
 
-    def load(self, flow_id: str) -> dict | None:
-        raw = self.client.get(self.key(flow_id))
-        return json.loads(raw) if raw else None
+    def mark_queued(self, flow_id: str, claimed: list[tuple[str, str]], now: float) -> None:
+        """The "queued" transitions of published steps, in one round trip."""
+        if not claimed:
+            return
+        script = _registered(self.client)["queued"]
+        keys = layout.keys(flow_id)
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            pipe = self.client.pipeline(transaction=False)
+            for step, task_id in claimed:
+                script(keys, [step, task_id, now], client=pipe)
+            try:
+                pipe.execute()
+                return
+            except RETRYABLE:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
-    @contextmanager
-    def locked(self, flow_id: str) -> Iterator[dict]:
-        # short polls: a step's start hook waits here before its task body runs
-        lock = self.client.lock(f"{self.key(flow_id)}:lock", timeout=60, blocking_timeout=60,
-                                sleep=0.005)
-        if not lock.acquire():
-            raise TimeoutError(f"workflow {flow_id}: state lock not acquired in 60 s")
-        try:
-            state = self.load(flow_id)
-            if state is None:
-                raise KeyError(f"no workflow {flow_id!r} (expired or never submitted)")
-            yield state
-            self.client.set(self.key(flow_id), json.dumps(state), ex=self.expires)
-        finally:
-            lock.release()
+    # --- reading ------------------------------------------------------------------------
+    def meta(self, flow_id: str) -> dict | None:
+        return layout.read_meta(self.client.hgetall(layout.key(flow_id, "meta")))
+
+    def load(self, flow_id: str) -> dict | None:
+        """The whole workflow (get_state's shape): one pipeline of five HGETALLs."""
+        pipe = self.client.pipeline(transaction=False)
+        for part in ("meta", "spec", "state", "info", "result"):
+            pipe.hgetall(layout.key(flow_id, part))
+        meta, specs, states, infos, results = pipe.execute()
+        meta = layout.read_meta(meta)
+        if meta is None:
+            return None
+        return layout.assemble(flow_id, meta, specs, states, infos, results)
+
+    def steps(self, flow_id: str, names: list[str], parts=("spec", "state", "info")) -> dict:
+        """Some steps' records: {part: {name: raw}} in one round trip."""
+        if not names:
+            return {part: {} for part in parts}
+        pipe = self.client.pipeline(transaction=False)
+        for part in parts:
+            pipe.hmget(layout.key(flow_id, part), names)
+        replies = pipe.execute()
+        return {part: {name: value for name, value in zip(names, reply) if value is not None}
+                for part, reply in zip(parts, replies)}
+
+    def summary(self, flow_id: str) -> dict | None:
+        """Counts by state and the failed and in-flight steps, without reading every step."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(layout.key(flow_id, "meta"))
+        pipe.smembers(layout.key(flow_id, "failed"))
+        pipe.smembers(layout.key(flow_id, "inflight"))
+        meta, failed, inflight = pipe.execute()
+        meta = layout.read_meta(meta)
+        if meta is None:
+            return None
+        names = sorted({_text(n) for n in failed | inflight} - {""})
+        records = self.steps(flow_id, names, ("spec", "state", "info", "result"))
+        state = layout.assemble(flow_id, meta, records["spec"], records["state"],
+                                records["info"], records["result"])
+        state.update(total=meta["total"], counts=meta["counts"])
+        return state
+
+    def inflight(self, flow_id: str) -> list[str]:
+        return sorted({_text(n) for n in self.client.smembers(layout.key(flow_id, "inflight"))}
+                      - {""})
+
+    def running(self) -> list[str]:
+        return [_text(m) for m in self.client.zrange(FLOWS_RUNNING_KEY, 0, -1)]
+
+    def forget(self, flow_id: str) -> None:
+        self.client.zrem(FLOWS_RUNNING_KEY, flow_id)
+
+    def repair_turn(self, holder: str, every: float) -> bool:
+        """True for one caller per ``every`` seconds, across every worker."""
+        return bool(self.client.set(FLOWS_REPAIR_LOCK, holder, nx=True,
+                                    px=max(1, int(every * 1000 * 0.9))))
+
+
+def info_doc(raw) -> dict:
+    if raw is None:
+        return {}
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}

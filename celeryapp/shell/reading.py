@@ -5,7 +5,8 @@ import time
 
 from . import resp
 from .common import EXIT_FAILED, EXIT_OK, META_KEY, UNKNOWN, Failed, backend
-from .entries import Entry, fetch, find_started, known, load_meta, recent, submitted_times
+from .entries import Entry, fetch, find_started, flow_summary_line, known, load_meta, recent, \
+    submitted_times
 from .render import STATUS_HEADERS, Progress, detail, entry_json, error_text, runtime, \
     seconds, show_result, state_label, status_rows, step_rows, table
 
@@ -14,13 +15,14 @@ def cmd_status(a) -> int:
     import json
 
     r = backend()
+    steps = "all" if a.json else "summary"  # a big workflow: counts, failed and running
     if a.ids:
-        entries = fetch(r, [Entry(i) for i in a.ids])
+        entries = fetch(r, [Entry(i) for i in a.ids], steps)
         submitted = submitted_times(r, entries)
         for entry in entries:
             entry.submitted = submitted.get(entry.id)
     else:
-        entries = fetch(r, recent(r, a.n))
+        entries = fetch(r, recent(r, a.n), steps)
     if not entries:
         print("no recent tasks or workflows")
         return EXIT_OK
@@ -28,7 +30,7 @@ def cmd_status(a) -> int:
     if a.json:
         print(json.dumps([entry_json(e) for e in entries], indent=2))
     else:
-        table(STATUS_HEADERS, status_rows(entries))
+        table(STATUS_HEADERS, _status_rows(entries))
     if a.ids and not all(known(e) for e in entries):
         return EXIT_FAILED  # an id nobody has heard of: not found
     return EXIT_OK
@@ -36,13 +38,13 @@ def cmd_status(a) -> int:
 
 def cmd_ls(a) -> int:
     r = backend()
-    entries = fetch(r, recent(r, a.n))
+    entries = fetch(r, recent(r, a.n), "none")
     if not entries:
         print("no recent tasks or workflows")
         return EXIT_OK
     now = time.time()
     table(["ID", "KIND", "STATE", "SUBMITTED", "DETAIL"],
-          [[e.id, e.name, state_label(e), seconds(now - e.submitted) + " ago", detail(e)]
+          [[e.id, e.name, state_label(e), seconds(now - e.submitted) + " ago", _detail(e)]
            for e in entries])
     return EXIT_OK
 
@@ -51,10 +53,11 @@ def cmd_result(a) -> int:
     import json
 
     r = backend()
-    entry = fetch(r, [Entry(a.id)])[0]
+    entry = fetch(r, [Entry(a.id)], "none")[0]
     if a.wait:  # also when already done: stderr then says how it ended
         entry = wait_for(r, entry, a.timeout)
     if entry.is_flow:
+        fetch(r, [entry])  # every step
         return show_flow(entry, a.format)
     if not entry.ready:
         if entry.meta is None:
@@ -74,6 +77,34 @@ def cmd_result(a) -> int:
     if isinstance(result, dict) and result.get("is_error"):
         raise Failed("the agent reported an error (is_error: true)")
     return EXIT_OK
+
+
+def _detail(entry: Entry) -> str:
+    return flow_summary_line(entry.flow) if entry.flow is not None else detail(entry)
+
+
+def _status_rows(entries: list[Entry]) -> list[list]:
+    """render.status_rows, but a workflow's line counts its steps by state and lists the
+    steps read: all of a small workflow, the failed and in-flight ones of a big one."""
+    rows = []
+    now = time.time()
+    for entry in entries:
+        if entry.flow is None:
+            rows.extend(status_rows([entry]))
+            continue
+        head = status_rows([entry], with_steps=False)[0]
+        head[-1] = _detail(entry)
+        rows.append(head)
+        steps = step_rows(entry, now)
+        hidden = entry.flow.get("total", 0) - len(entry.flow.get("steps") or {})
+        if entry.flow.get("partial") and hidden > 0:
+            if steps:
+                steps[-1][0] = steps[-1][0].replace("└", "├", 1)
+            steps.append(["  └ …", "", "", "", "", "",
+                          f"{hidden:,} more steps (turbo result {entry.id} --format json "
+                          f"lists every step)"])
+        rows.extend(steps)
+    return rows
 
 
 def show_flow(entry: Entry, fmt: str) -> int:
@@ -104,7 +135,7 @@ def wait_for(r: resp.Redis, entry: Entry, timeout: float | None) -> Entry:
     try:
         if entry.is_flow:
             _wait_flow(r, entry, deadline, progress)
-            progress.update(f"{entry.state} [{detail(entry)}]")
+            progress.update(f"{entry.state} [{_detail(entry)}]")
         else:
             _wait_task(r, entry, deadline, progress)
             progress.update(state_label(entry) + (f" on {entry.worker}" if entry.worker else ""))
@@ -124,11 +155,11 @@ def _timed_out(entry: Entry, timeout_label: str) -> Failed:
 
 def _wait_flow(r, entry, deadline, progress) -> Entry:
     while not entry.ready:
-        progress.update(f"{entry.state} [{detail(entry)}]")
+        progress.update(f"{entry.state} [{_detail(entry)}]")
         if _remaining(deadline) <= 0:
             raise _timed_out(entry, "the --timeout")
         time.sleep(max(0.0, min(0.5, _remaining(deadline))))
-        fetch(r, [entry])
+        fetch(r, [entry], "none")  # counts only, whatever the size
     return entry
 
 
@@ -164,7 +195,7 @@ def _wait_task(r, entry, deadline, progress) -> Entry:
 
 def cmd_cancel(a) -> int:
     r = backend()
-    entry = fetch(r, [Entry(a.id)])[0]
+    entry = fetch(r, [Entry(a.id)], "none")[0]
     if entry.is_flow:
         if entry.ready:
             print(f"workflow {a.id} already finished: {entry.state}")

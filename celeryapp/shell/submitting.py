@@ -138,10 +138,8 @@ def _flag_names(text: str) -> str:
 
 
 def cmd_submit_flow(a) -> int:
-    import json
-
     try:
-        from celeryapp.flows import FlowSpecError, prepare
+        from celeryapp.flows import FlowSpecError, creation_command, prepare
     except ImportError as exc:
         raise Failed(f"workflows are not available in this installation "
                      f"(cannot import celeryapp.flows: {exc})") from None
@@ -162,11 +160,11 @@ def cmd_submit_flow(a) -> int:
     except FlowSpecError as exc:
         raise UsageError(str(exc)) from None
     r = backend()
-    commands = [("SET", C.FLOW_KEY.format(id=flow_id), json.dumps(state),
-                 "EX", result_expires(), "NX"),
+    # the engine's own creation script: the workflow's hashes, in one EVAL
+    commands = [creation_command(flow_id, state, result_expires()),
                 *remember(f"flow:{flow_id}", state.get("created"))]
     stored = resp.run_batches([(r, commands)])[0][0]
-    if stored is None:
+    if not stored:
         raise Failed(f"workflow {flow_id} exists already")
     message = task_message(FLOW_START_TASK, [flow_id], {}, queue=C.DEFAULT_QUEUE,
                            priority=_priority(None))

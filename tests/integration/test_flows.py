@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 
@@ -151,3 +152,90 @@ def test_cancel_stops_running_steps_at_the_source(start_worker):
     from tasks.query import run_query
 
     assert run_query.delay("SELECT 5", queue=queue).get(timeout=30)["rows"] == [[5]]
+
+
+# --- any size: flat cost per step (issue 15) ----------------------------------------------
+IDLE = {"brpop", "bzpopmin", "bzmpop", "ping", "info", "client", "select", "hello", "auth",
+        "subscribe", "psubscribe", "unsubscribe", "config", "command"}
+
+
+def _redis_totals(client) -> tuple[int, int]:
+    """(commands run, bytes in and out) on the test Redis so far, idle polling left out."""
+    stats = client.info("commandstats")
+    calls = sum(v["calls"] for k, v in stats.items() if k.split("_", 1)[1] not in IDLE)
+    net = client.info("stats")
+    return calls, net["total_net_input_bytes"] + net["total_net_output_bytes"]
+
+
+def _fan(size: int, queue: str) -> dict:
+    steps = {"root": {"query": "SELECT 1 AS one"}}
+    steps.update({f"m{i}": {"needs": "root", "query": f"SELECT {i}"} for i in range(size)})
+    steps["sink"] = {"needs": [f"m{i}" for i in range(size)],
+                     "query": "SELECT {{ root.rows[0][0] }} + 1 AS two"}
+    return {"name": f"fan-{size}", "defaults": {"queue": queue}, "steps": steps}
+
+
+def test_fan_out_fan_in_costs_the_same_per_step_at_any_size(start_worker, celery_app):
+    """A 400-wide fan-out/fan-in finishes; the Redis commands and bytes per step of a
+    400-step workflow are those of a 50-step one (the old engine rewrote the whole
+    workflow document on every event: its bytes per step grew with the size)."""
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    start_worker(queues=queue, concurrency=2)
+    client = celery_app.backend.client
+    per_step = {}
+    for size in (50, 400):
+        calls, moved = _redis_totals(client)
+        flow_id = flows.submit(_fan(size, queue))
+        state = flows.wait(flow_id, WAIT, interval=0.25)
+        assert state["state"] == "succeeded", flows.flow_report(state)
+        assert len(state["steps"]) == size + 2
+        after_calls, after_moved = _redis_totals(client)
+        per_step[size] = ((after_calls - calls) / (size + 2), (after_moved - moved) / (size + 2))
+    from celery.result import AsyncResult
+
+    assert AsyncResult(state["steps"]["sink"]["task_id"]).get(timeout=5)["rows"] == [[2]]
+    small, big = per_step[50], per_step[400]
+    assert big[0] <= small[0] * 1.25, per_step  # commands per step
+    assert big[1] <= small[1] * 1.25, per_step  # bytes per step
+
+
+def test_get_state_and_summary_of_a_big_workflow_read_alike_in_the_shell(celery_app):
+    """get_state reads 10,000 steps in one pipeline; the turbo shell's own reader (raw RESP,
+    core only) reads the same layout the same way; its status summary stays short."""
+    from celeryapp.flows import engine
+    from celeryapp.shell import entries, resp
+
+    size = 10_000
+    spec = {"name": "big", "steps": {f"s{i}": {"query": "SELECT 1"} for i in range(size)}}
+    flow_id, state = engine.prepare(spec)
+    store = engine._store()
+    store.create(flow_id, state)
+    reply = [item.decode() for item in store.run("start", flow_id, flow_id, time.time())[2:]]
+    claimed = list(zip(reply[::2], reply[1::2]))
+    assert len(claimed) == size
+    for name, task_id in claimed[:3]:
+        store.run("failed", flow_id, flow_id, name, task_id, time.time(), "failed", "boom",
+                  "failed")
+    started = time.perf_counter()
+    whole = flows.get_state(flow_id)
+    took = time.perf_counter() - started
+    assert len(whole["steps"]) == size and took < 1.0, took  # ~0.1 s; generous when loaded
+    summary = flows.summary_state(flow_id)
+    assert summary["counts"] == {"dispatching": size - 3, "failed": 3}
+    assert len(summary["steps"]) == size  # failed + in flight: every step here
+
+    client = resp.connect(os.environ["TURBO_RESULT_BACKEND"], shared=False)  # not cached
+    try:
+        shell = entries.fetch(client, [entries.Entry(flow_id, "flow")], "all")[0].flow
+        brief = entries.fetch(client, [entries.Entry(flow_id, "flow")], "summary")[0].flow
+    finally:
+        client.connection.close()
+    for key in ("id", "name", "state", "created", "ended", "notify", "defaults", "steps"):
+        assert shell[key] == whole[key], key
+    assert brief["partial"] and brief["counts"] == summary["counts"]
+    assert entries.flow_summary_line(brief) == "9,997 dispatching, 3 failed"
+    # never published: not left for the workers' repair pass
+    from celeryapp.flows import layout
+
+    store.forget(flow_id)
+    store.client.delete(*layout.keys(flow_id)[:-1])

@@ -1,0 +1,251 @@
+"""Workflow progress that survives faults (issue 15, goal 2): idempotent transitions against
+the real test Redis, a worker killed between a step's stored result and its children's
+dispatch, and Redis restarted in the middle of a workflow. Real Redis, real workers."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from celeryapp import flows
+from celeryapp.dev.localredis import LocalRedis
+
+WAIT = 90
+FAST_REPAIR = {"TURBO_FLOW_REPAIR_INTERVAL": "1", "TURBO_FLOW_DISPATCH_GRACE": "3"}
+
+
+def _snapshot(client, flow_id: str) -> dict:
+    from celeryapp.flows import layout
+    from celeryapp.core.names import FLOWS_RUNNING_KEY
+
+    out = {}
+    for part in layout.PARTS:
+        key = layout.key(flow_id, part)
+        kind = client.type(key)
+        out[part] = (sorted(client.smembers(key)) if kind == b"set" else client.hgetall(key))
+    out["running"] = client.zscore(FLOWS_RUNNING_KEY, flow_id)
+    return out
+
+
+def _pairs(reply) -> list[tuple[str, str]]:
+    rest = [item.decode() if isinstance(item, bytes) else item for item in reply[2:]]
+    return list(zip(rest[::2], rest[1::2]))
+
+
+def test_transitions_are_idempotent_and_counters_fan_in(celery_app):
+    """Each transition is one script checking the step's state and task id: repeated or
+    stale events change nothing, the fan-in counter claims a step once."""
+    from celeryapp.flows import engine, layout
+
+    store = engine._store()
+    client = store.client
+    flow_id, state = engine.prepare({"name": "idem", "steps": {
+        "a": {"query": "SELECT 1"},
+        "b": {"needs": ["a"], "query": "SELECT 2"},
+        "c": {"needs": ["a"], "query": "SELECT 3"},
+        "d": {"needs": ["b", "c"], "query": "SELECT 4"},
+        "e": {"needs": ["d"], "query": "SELECT 5"}}})
+    store.create(flow_id, state)
+    with pytest.raises(ValueError, match="exists already"):
+        store.create(flow_id, state)
+    tid = {name: layout.step_task_id(flow_id, name) for name in "abcde"}
+    assert _pairs(store.run("start", flow_id, flow_id, 1.0)) == [("a", tid["a"])]
+    assert _pairs(store.run("start", flow_id, flow_id, 1.5)) == []  # claimed once
+    assert store.run("started", flow_id, "a", tid["a"], 2.0, "w@x", 1) == 1
+    before = _snapshot(client, flow_id)
+    assert store.run("started", flow_id, "a", "some-other-task", 2.1, "w@y", 1) == 0
+    assert _snapshot(client, flow_id) == before
+
+    first = store.run("succeeded", flow_id, flow_id, "a", tid["a"], 3.0, '{"value": 1}', "")
+    assert int(first[0]) == 1 and sorted(_pairs(first)) == [("b", tid["b"]), ("c", tid["c"])]
+    after = _snapshot(client, flow_id)
+    again = store.run("succeeded", flow_id, flow_id, "a", tid["a"], 3.5, '{"value": 2}', "")
+    assert int(again[0]) == 0 and _pairs(again) == []
+    assert _snapshot(client, flow_id) == after  # a repeated "succeeded" changes nothing
+    assert store.run("failed", flow_id, flow_id, "a", tid["a"], 3.6, "failed", "late", "failed")[0] == 0
+    assert _snapshot(client, flow_id) == after
+
+    store.mark_queued(flow_id, [("b", tid["b"]), ("c", tid["c"])], 4.0)
+    # c succeeds: d still waits for b
+    assert _pairs(store.run("succeeded", flow_id, flow_id, "c", tid["c"], 5.0, "null", "")) == []
+    # b fails: d and e are skipped because of b, the workflow ends failed - reported once
+    failed = store.run("failed", flow_id, flow_id, "b", tid["b"], 6.0, "failed", "boom", "failed")
+    assert failed[0] == 1 and failed[1] == b"failed"
+    ended = _snapshot(client, flow_id)
+    assert store.run("failed", flow_id, flow_id, "b", tid["b"], 6.5, "failed", "boom", "failed") \
+        == [0, b""]
+    assert _snapshot(client, flow_id) == ended
+
+    got = flows.get_state(flow_id)
+    assert got["state"] == "failed" and list(got["steps"]) == list("abcde")
+    steps = got["steps"]
+    assert [steps[n]["state"] for n in "abcde"] == ["succeeded", "failed", "succeeded",
+                                                    "skipped", "skipped"]
+    assert steps["a"]["result"] == {"value": 1} and steps["a"]["worker"] == "w@x"
+    assert steps["d"]["skipped_because"] == "b" and steps["e"]["skipped_because"] == "b"
+    assert steps["d"]["error"] == "step 'b' failed" and steps["b"]["error"] == "boom"
+    summary = flows.summary_state(flow_id)
+    assert summary["counts"] == {"succeeded": 2, "failed": 1, "skipped": 2}
+    assert list(summary["steps"]) == ["b"]  # the failed one; nothing in flight
+    # every key expires with the results
+    assert all(0 < client.ttl(layout.key(flow_id, part)) for part in layout.PARTS)
+
+
+def test_expansion_is_applied_atomically_and_refuses_existing_names(celery_app):
+    from celeryapp.flows import engine, layout
+
+    store = engine._store()
+    flow_id, state = engine.prepare({"name": "grow", "steps": {
+        "a": {"query": "SELECT 1"}, "bad": {"query": "SELECT 2"}}})
+    store.create(flow_id, state)
+    ta, tb = layout.step_task_id(flow_id, "a"), layout.step_task_id(flow_id, "bad")
+    store.run("start", flow_id, flow_id, 1.0)
+    store.run("failed", flow_id, flow_id, "bad", tb, 2.0, "failed", "no", "failed")
+
+    def row(name, index, needs):
+        static = layout.static_json(index, {"kind": "query", "needs": needs,
+                                            "spec": {"query": "SELECT 9", "needs": needs},
+                                            "added_by": "a"})
+        return [name, static, needs]
+
+    clash = store.run("succeeded", flow_id, flow_id, "a", ta, 3.0, "null",
+                      json.dumps([row("bad", 2, ["a"])]))
+    assert clash == [2, b"bad"]  # nothing changed: a is still in flight
+    assert flows.get_state(flow_id)["steps"]["a"]["state"] == "dispatching"
+    added = [row("x", 2, ["a"]), row("y", 3, ["x", "bad"]), row("z", 4, ["y"]), row("w", 5, [])]
+    reply = store.run("succeeded", flow_id, flow_id, "a", ta, 3.0, "null", json.dumps(added))
+    assert sorted(_pairs(reply)) == sorted([("x", layout.step_task_id(flow_id, "x")),
+                                            ("w", layout.step_task_id(flow_id, "w"))])
+    steps = flows.get_state(flow_id)["steps"]
+    assert list(steps) == ["a", "bad", "x", "y", "z", "w"]
+    assert steps["y"]["state"] == "skipped" and steps["y"]["skipped_because"] == "bad"
+    assert steps["z"]["state"] == "skipped" and steps["x"]["state"] == "dispatching"
+    assert steps["x"]["added_by"] == "a"
+    assert flows.cancel(flow_id)["state"] == "cancelled"  # x and w were never published
+
+
+def _runs(log: str) -> Counter:
+    return Counter(re.findall(r"Task turbo\.query\[([0-9a-f-]+)\] succeeded", log))
+
+
+def test_worker_killed_between_result_and_dispatch_still_finishes(start_worker):
+    """SIGKILL of the pool process right after the step's result is stored, before its
+    transition: the broker redelivers the message, TurboTask acks it unrun (its result is
+    there) and applies the transition; the workflow finishes, no step ran twice."""
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    worker = start_worker(queues=queue, concurrency=2,
+                          env={"TURBO_TEST_KILL_AFTER_STEP": "middle", **FAST_REPAIR})
+    flow_id = flows.submit({"name": "killed", "defaults": {"queue": queue}, "steps": {
+        "first": {"query": "SELECT 1 AS one"},
+        "middle": {"needs": "first", "query": "SELECT 2 AS two"},
+        "left": {"needs": "middle", "query": "SELECT {{ middle.rows[0][0] }} + 1 AS three"},
+        "right": {"needs": "middle", "query": "SELECT 4"},
+        "last": {"needs": ["left", "right"], "query": "SELECT 5"}}})
+    state = flows.wait(flow_id, WAIT)
+    assert state["state"] == "succeeded", json.dumps(flows.flow_report(state), indent=1)
+    log = worker.log()
+    runs = _runs(log)
+    for name, step in state["steps"].items():
+        assert runs[step["task_id"]] == 1, (name, runs)  # each ran once
+    middle = state["steps"]["middle"]["task_id"]
+    assert re.search(rf"\[{middle}\] redelivered after it ended SUCCESS", log) \
+        or "workflow repair pass" in log, log[-3000:]
+    from celery.result import AsyncResult
+
+    assert AsyncResult(state["steps"]["left"]["task_id"]).get(timeout=5)["rows"] == [[3]]
+
+
+def test_repair_pass_settles_a_lost_transition_and_republishes_a_lost_claim(start_worker):
+    """A transition never recorded (the task's result is there) and a claimed step never
+    published: one repair pass settles the first and publishes the second."""
+    from celeryapp.flows import engine, layout
+    from tasks.query import run_query
+
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    start_worker(queues=queue, concurrency=2, env={"TURBO_FLOW_REPAIR_INTERVAL": "0"})
+    store = engine._store()
+    flow_id, state = engine.prepare({"name": "lost", "defaults": {"queue": queue}, "steps": {
+        "a": {"query": "SELECT 1"}, "b": {"needs": "a", "query": "SELECT 2"},
+        "c": {"query": "SELECT 3"}}})
+    store.create(flow_id, state)
+    claimed = dict(_pairs(store.run("start", flow_id, flow_id, time.time() - 60)))
+    # a: run as a plain task under its step's id, no workflow headers: no transition
+    run_query.apply_async(("SELECT 1",), task_id=claimed["a"], queue=queue).get(timeout=30)
+    # c: claimed a minute ago and never published (its publisher died)
+    done = flows.repair(grace=30, settle_after=0)
+    assert done["settled"] == 1 and done["republished"] == 1, done
+    final = flows.wait(flow_id, WAIT)
+    assert final["state"] == "succeeded", json.dumps(flows.flow_report(final), indent=1)
+    assert final["steps"]["c"]["task_id"] == layout.step_task_id(flow_id, "c")
+    assert flows.repair()["flows"] == 0  # nothing running any more
+
+
+TURBO = [str(Path(sys.executable).parent / "turbo")]
+
+
+def test_redis_restarted_in_the_middle_of_a_workflow(base_dir):
+    """A Redis of its own (AOF on) restarted while a workflow runs: the worker reconnects,
+    transitions that met the outage are retried or repaired, the workflow finishes."""
+    redis = LocalRedis(workdir=base_dir / f"redis-restart-{uuid.uuid4().hex[:6]}",
+                       appendonly=True).start()
+    env = {"TURBO_BROKER_URL": f"{redis.url}/0", "TURBO_RESULT_BACKEND": f"{redis.url}/1",
+           **FAST_REPAIR}
+    from celeryapp.dev.localworker import WorkerProcess
+
+    (base_dir / "logs").mkdir(exist_ok=True)
+    # not start_worker: its readiness check pings through the suite's own Redis
+    worker = WorkerProcess(name=f"worker@r{uuid.uuid4().hex[:6]}", concurrency=2,
+                           queues="queries,agents,default", env=env,
+                           logfile=base_dir / "logs" / f"redis-restart-{redis.port}.log")
+    worker_env = {**os.environ, **env}
+    try:
+        worker.start()
+        spec = {"name": "restart", "steps": {
+            "a": {"agent": "one [fake:sleep=1.5]", "timeout": 60},
+            "b": {"needs": "a", "agent": "two [fake:sleep=1.5]", "timeout": 60},
+            "c": {"needs": "b", "query": "SELECT 3"},
+            "d": {"needs": "a", "query": "SELECT 4"}}}
+        proc = subprocess.run([*TURBO, "submit", "flow", "-"], input=json.dumps(spec),
+                              env=worker_env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        flow_id = proc.stdout.strip()
+        deadline = time.monotonic() + WAIT
+        while True:  # restart while a step runs
+            status = subprocess.run([*TURBO, "status", "--json", flow_id], env=worker_env,
+                                    capture_output=True, text=True, timeout=30)
+            steps = json.loads(status.stdout)[0]["flow"]["steps"]
+            if any(s["state"] == "running" for s in steps.values()):
+                break
+            assert time.monotonic() < deadline, steps
+            time.sleep(0.2)
+        redis.stop()
+        time.sleep(1.0)
+        redis.start()
+        while True:
+            # the worker rides out the outage: it reconnects, what it was running runs on
+            assert worker.process.poll() is None, worker.log_tail()
+            status = subprocess.run([*TURBO, "status", "--json", flow_id], env=worker_env,
+                                    capture_output=True, text=True, timeout=30)
+            if status.returncode == 0 and json.loads(status.stdout)[0]["state"] != "running":
+                break
+            assert time.monotonic() < deadline + WAIT, status.stdout[-2000:]
+            time.sleep(0.5)
+        result = subprocess.run([*TURBO, "result", flow_id, "--wait", "--timeout", str(WAIT),
+                                 "--format", "json"], env=worker_env, capture_output=True,
+                                text=True, timeout=WAIT + 30)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:] \
+            + worker.log_tail()
+        final = json.loads(result.stdout)
+        assert final["state"] == "succeeded"
+        assert {s["state"] for s in final["steps"].values()} == {"succeeded"}
+    finally:
+        worker.stop()
+        redis.stop()
