@@ -65,3 +65,44 @@ def test_a_countdown_past_the_visibility_timeout_runs_once(start_worker, tmp_pat
     assert handle.get(timeout=WAIT)["is_error"] is False
     time.sleep(4)  # room for a second delivery to show
     assert len(starts(log)) == 1, starts(log)
+
+
+def test_a_worker_started_after_the_only_one_died_takes_its_task_back(start_worker, tmp_path):
+    """One host, one worker, killed as a whole (a reboot): the next worker started there
+    puts the dead one's message back and runs it - nobody else was alive to do it."""
+    queue = unique_queue()
+    log = tmp_path / "runs.log"
+    fast = {"TURBO_DEAD_WORKER_TIMEOUT": "4"}
+    first = start_worker(queues=queue, concurrency=1, env=fast)
+    handle = run_agent.apply_async((f"[fake:sleep=5] [fake:log={log}]",), {"timeout": 300},
+                                   queue=queue)
+    wait_for(lambda: starts(log), 30, "the run on the first worker")
+    os.killpg(first.pid, signal.SIGKILL)
+    killed = time.time()
+    again = start_worker(queues=queue, concurrency=1, env=fast)  # "after the reboot"
+    second = wait_for(lambda: starts(log)[1:], WAIT, "the run again on the next worker")[0]
+    # its holder waits one timeout of its own beats, then sees the dead key twice
+    assert second["t"] - killed < 3 * 4 + 10, second["t"] - killed
+    result = handle.get(timeout=WAIT)
+    assert result["worker"] == again.name and result["is_error"] is False
+
+
+def test_a_task_revoked_while_its_worker_dies_stays_revoked(start_worker, celery_app,
+                                                             tmp_path):
+    """Revoked (without terminate) while alpha runs it, then alpha dies: beta puts the
+    message back and, having seen the revoke, does not run it; it ends REVOKED."""
+    queue = unique_queue()
+    log = tmp_path / "runs.log"
+    fast = {"TURBO_DEAD_WORKER_TIMEOUT": "4"}
+    alpha = start_worker(queues=queue, concurrency=1, env=fast)
+    handle = run_agent.apply_async((f"[fake:sleep=30] [fake:log={log}]",), {"timeout": 300},
+                                   queue=queue)
+    wait_for(lambda: starts(log), 30, "the run on alpha")
+    start_worker(queues=queue, concurrency=1, env=fast)  # beta, which hears the revoke
+    handle.revoke()
+    time.sleep(1)  # the broadcast reaches both
+    os.killpg(alpha.pid, signal.SIGKILL)
+    wait_for(lambda: handle.state == "REVOKED", WAIT, "the task to end REVOKED")
+    time.sleep(6)  # room for a wrong second start to show
+    assert len(starts(log)) == 1, starts(log)
+    assert handle.state == "REVOKED"
