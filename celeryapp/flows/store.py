@@ -4,10 +4,12 @@ pipeline. A script that meets a connection error (Redis restarting, a failover, 
 is run again for a bounded time: being idempotent, running it twice is harmless."""
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
 import weakref
+from contextlib import contextmanager
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -32,6 +34,17 @@ def _registered(client) -> dict:
 
 def _text(value):
     return value.decode() if isinstance(value, bytes) else value
+
+
+@contextmanager
+def _no_gc():
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class FlowStore:
@@ -99,7 +112,8 @@ class FlowStore:
         meta = layout.read_meta(meta)
         if meta is None:
             return None
-        return layout.assemble(flow_id, meta, specs, states, infos, results)
+        with _no_gc():  # tens of thousands of small dicts: no collection half-way
+            return layout.assemble(flow_id, meta, specs, states, infos, results)
 
     def steps(self, flow_id: str, names: list[str], parts=("spec", "state", "info")) -> dict:
         """Some steps' records: {part: {name: raw}} in one round trip."""
