@@ -157,6 +157,24 @@ def rows(figures: dict) -> list[tuple[str, str, str, str, str]]:
     elif f:
         failed("dag")
 
+    f = figures.get("flow_scale")
+    if f and "error" not in f:
+        for shape in f["shapes"]:
+            canvas, flow = shape["canvas"], shape["workflow"]
+            what = ("fan-out/fan-in" if shape["kind"] == "fanout" else "chain")
+            unit = "per step" if shape["kind"] == "fanout" else "per edge"
+            done = flow.get("finished", True)
+            add(f"workflow vs canvas, {what} of {shape['steps']:,} noop steps",
+                f"{canvas['wall_s']:.2f} s",
+                (f"{flow['wall_s']:.2f} s ({shape['ratio']:.2f}×, "
+                 f"{shape['beyond_canvas_ms']:+.2f} ms {unit})") if done
+                else f"did not finish in {flow['deadline_s']:.0f} s",
+                "≤ 1.15× (fan-out), ≤ +5 ms per edge (chain)",
+                done and (shape["ratio"] <= 1.15 if shape["kind"] == "fanout"
+                          else shape["beyond_canvas_ms"] <= 5))
+    elif f:
+        failed("flow_scale")
+
     f = figures.get("rows")
     if f and "error" not in f:
         add(f"{f['rows']:,}-row DuckDB result, submit → rows in the client",

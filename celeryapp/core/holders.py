@@ -42,6 +42,8 @@ import time
 import uuid
 from typing import Callable
 
+from .processes import children
+
 HOLDERS_KEY = "turbo:unacked_holders"  # hash: delivery tag -> holder id
 BEAT_KEY = "turbo:holder:{}"
 DEFAULT_TIMEOUT_S = 15.0
@@ -65,33 +67,13 @@ def held_by_live(client, tag) -> bool:
     return bool(holder) and bool(client.exists(beat_key(_text(holder))))
 
 
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (Linux /proc; empty elsewhere)."""
-    found = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return found
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
 def stop_this_worker(unbeaten_s: float) -> None:
     """The default fence: kill this process's children (pool processes; agent CLIs die
     with them), then exit at once - no ack, no result, no restore is sent."""
     log.critical("no heartbeat reached Redis for %.1f s: other workers may be taking over "
                  "this worker's tasks; stopping it (exit %d) so that none runs twice",
                  unbeaten_s, LAPSE_EXIT_CODE)
-    for child in _children(os.getpid()):
+    for child in children(os.getpid()):
         try:
             os.kill(child, signal.SIGKILL)
         except OSError:

@@ -23,6 +23,7 @@ import json
 import logging
 import time
 import uuid
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -33,10 +34,11 @@ from jinja2.nativetypes import NativeEnvironment
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..config import get_settings
+from ..core import flowstate
 from ..core.names import AGENT_TASK, EXPAND_HEADER, FLOW_HEADER, QUERY_TASK, STEP_HEADER
 from ..core.policy import priority_value, route
 from ..notices import notify_later, summary
-from ..submit import registered
+from ..submit import batch, registered
 from . import layout
 from .spec import (
     FlowSpecError,
@@ -50,7 +52,7 @@ from .store import FlowStore, info_doc
 
 log = logging.getLogger(__name__)
 
-TERMINAL = set(layout.TERMINAL)
+TERMINAL = set(flowstate.TERMINAL)
 SETTLE = 2.0  # seconds a task's final state is left to its own hook before repair acts
 
 __all__ = ["FlowSpecError", "cancel", "dispatch_ready", "get_state", "prepare", "repair",
@@ -321,25 +323,31 @@ def _publish(store: FlowStore, flow_id: str, claimed: list[tuple[str, str]]) -> 
     names = [name for name, _ in claimed]
     specs = store.steps(flow_id, names, ("spec",))["spec"]
     published = []
-    for name, task_id in claimed:
-        try:
-            spec, used = _parse(specs[name])
-            if used:
-                spec = _render(spec, _results(store, flow_id, sorted(used)))
-            _send(flow_id, name, task_id, spec)
-        except Exception as exc:  # a render or publish error fails this step only
-            log.warning("workflow %s: step %s could not be submitted: %s", flow_id, name, exc)
-            _fail(store, flow_id, name, task_id,
-                  f"could not be submitted: {type(exc).__name__}: {exc}")
-            continue
-        published.append((name, task_id))
+    # many at once (a fan-out, the roots): pipelined publishes (celeryapp.submit.batch); a
+    # failed flush leaves them "dispatching" for the repair pass, which publishes them again
+    with (batch(_app()) if len(claimed) > 1 else nullcontext()) as producer:
+        for name, task_id in claimed:
+            try:
+                spec, used = _parse(specs[name])
+                if used:
+                    spec = _render(spec, _results(store, flow_id, sorted(used)))
+                _send(flow_id, name, task_id, spec, producer)
+            except Exception as exc:  # a render or publish error fails this step only
+                log.warning("workflow %s: step %s could not be submitted: %s", flow_id, name,
+                            exc)
+                _fail(store, flow_id, name, task_id,
+                      f"could not be submitted: {type(exc).__name__}: {exc}")
+                continue
+            published.append((name, task_id))
     store.mark_queued(flow_id, published, time.time())
 
 
-def _send(flow_id: str, name: str, task_id: str, spec: StepSpec) -> None:
+def _send(flow_id: str, name: str, task_id: str, spec: StepSpec, producer=None) -> None:
     options = {"task_id": task_id, "priority": spec.priority,
                "headers": {FLOW_HEADER: flow_id, STEP_HEADER: name,
                            EXPAND_HEADER: int(bool(spec.expand or spec.on_complete))}}
+    if producer is not None:
+        options["producer"] = producer
     if spec.queue:
         options["queue"] = spec.queue
     elif spec.host:  # the host's worker that suits the step (the request policy's route)

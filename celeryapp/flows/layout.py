@@ -18,9 +18,8 @@ One workflow is nine keys in the result backend's Redis, all expiring with the r
     turbo:flows:running       zset  running workflow ids (score: created) - the repair pass
 
 Every change is one Lua script (:mod:`.scripts`). Standard library and core names only.
-The ``turbo`` shell reads these keys with raw RESP and its own reader
-(celeryapp/shell/entries.py: it imports core only); tests/integration/test_flows.py checks
-that both read a workflow alike.
+Both the engine and the ``turbo`` shell (raw RESP; it imports core only) read these keys
+with celeryapp/core/flowstate.py; tests/integration/test_flows.py checks they agree.
 """
 from __future__ import annotations
 
@@ -30,10 +29,6 @@ import json
 from ..core.names import FLOW_KEYS_PREFIX, FLOWS_RUNNING_KEY
 
 PARTS = ("meta", "spec", "children", "state", "info", "result", "pending", "inflight", "failed")
-TERMINAL = ("succeeded", "failed", "skipped", "cancelled")
-IN_FLIGHT = ("dispatching", "queued", "running")
-STATES = ("pending", *IN_FLIGHT, *TERMINAL)
-INFO_FIELDS = ("task_id", "worker", "started", "ended", "attempts", "error", "skipped_because")
 MAX_ERROR = 4000  # characters of a step's error kept in its record
 
 
@@ -51,76 +46,6 @@ def step_task_id(flow_id: str, step: str) -> str:
     published again (repair) under the same id. The Lua scripts compute the same."""
     h = hashlib.sha1(f"{flow_id}/{step}".encode()).hexdigest()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def pairs(flat) -> dict[str, bytes | str]:
-    """A HGETALL reply (a flat list from RESP, a dict from redis-py) as a dict."""
-    if isinstance(flat, dict):
-        return {_text(k): v for k, v in flat.items()}
-    return {_text(flat[i]): flat[i + 1] for i in range(0, len(flat or ()), 2)}
-
-
-def _many(values) -> list:
-    """JSON-decode many small documents in one json.loads call (fast for 10,000 steps)."""
-    raw = [v if isinstance(v, bytes) else str(v).encode() for v in values]
-    return json.loads(b"[" + b",".join(raw) + b"]") if raw else []
-
-
-def read_meta(raw) -> dict | None:
-    meta = pairs(raw)
-    if not meta:
-        return None
-    out = {"state": _text(meta.get("state", b"?")), "name": _text(meta.get("name", b"")),
-           "created": _number(meta.get("created")), "ended": _number(meta.get("ended")),
-           "notify": json.loads(meta["notify"]) if meta.get("notify") else None,
-           "defaults": json.loads(meta["defaults"]) if meta.get("defaults") else {},
-           "total": int(_number(meta.get("total")) or 0)}
-    out["counts"] = {state: int(meta[f"n:{state}"]) for state in STATES
-                     if int(meta.get(f"n:{state}", 0) or 0) > 0}
-    return out
-
-
-def _number(value):
-    if value in (None, b"", ""):
-        return None
-    number = float(value)
-    return int(number) if number.is_integer() and abs(number) < 2 ** 53 else number
-
-
-def assemble(flow_id: str, meta: dict, specs, states, infos, results) -> dict:
-    """The workflow as ``get_state`` returns it: {id, name, state, created, ended, notify,
-    defaults, steps: {name: {state, task_id, worker, ..., needs, kind, spec}}}, in spec
-    order. ``specs``/``states``/``infos``/``results`` are hash replies (all steps or some)."""
-    specs, states, infos, results = pairs(specs), pairs(states), pairs(infos), pairs(results)
-    names = list(specs)
-    spec_docs = dict(zip(names, _many(specs[n] for n in names)))
-    with_info = [n for n in names if n in infos]
-    info_docs = dict(zip(with_info, _many(infos[n] for n in with_info)))
-    with_result = [n for n in names if n in results]
-    result_docs = dict(zip(with_result, _many(results[n] for n in with_result)))
-    steps = {}
-    for name in sorted(names, key=lambda n: (spec_docs[n].get("i", 0), n)):
-        static = spec_docs[name]
-        info = info_docs.get(name) or {}
-        step = {"kind": static.get("kind"), "needs": static.get("needs", []),
-                "state": _text(states.get(name, b"?"))}
-        for field in INFO_FIELDS:
-            step[field] = info.get(field)
-        step["attempts"] = step["attempts"] or 0
-        if info.get("queued") is not None:
-            step["queued"] = info["queued"]
-        step["result"] = result_docs.get(name)
-        step["spec"] = static.get("spec", {})
-        if static.get("added_by"):
-            step["added_by"] = static["added_by"]
-        steps[name] = step
-    return {"id": flow_id, "name": meta["name"], "state": meta["state"],
-            "created": meta["created"], "ended": meta["ended"], "notify": meta["notify"],
-            "defaults": meta["defaults"], "steps": steps}
 
 
 def creation(flow_id: str, state: dict) -> tuple[list[str], list]:

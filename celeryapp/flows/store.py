@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..core.names import FLOWS_REPAIR_LOCK, FLOWS_RUNNING_KEY, RECENT_KEEP, RECENT_KEY
+from ..core.flowstate import assemble, read_meta
 from . import layout, scripts
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class FlowStore:
 
     # --- reading ------------------------------------------------------------------------
     def meta(self, flow_id: str) -> dict | None:
-        return layout.read_meta(self.client.hgetall(layout.key(flow_id, "meta")))
+        return read_meta(self.client.hgetall(layout.key(flow_id, "meta")))
 
     def load(self, flow_id: str) -> dict | None:
         """The whole workflow (get_state's shape): one pipeline of five HGETALLs."""
@@ -109,11 +110,11 @@ class FlowStore:
         for part in ("meta", "spec", "state", "info", "result"):
             pipe.hgetall(layout.key(flow_id, part))
         meta, specs, states, infos, results = pipe.execute()
-        meta = layout.read_meta(meta)
+        meta = read_meta(meta)
         if meta is None:
             return None
         with _no_gc():  # tens of thousands of small dicts: no collection half-way
-            return layout.assemble(flow_id, meta, specs, states, infos, results)
+            return assemble(flow_id, meta, specs, states, infos, results)
 
     def steps(self, flow_id: str, names: list[str], parts=("spec", "state", "info")) -> dict:
         """Some steps' records: {part: {name: raw}} in one round trip."""
@@ -133,12 +134,12 @@ class FlowStore:
         pipe.smembers(layout.key(flow_id, "failed"))
         pipe.smembers(layout.key(flow_id, "inflight"))
         meta, failed, inflight = pipe.execute()
-        meta = layout.read_meta(meta)
+        meta = read_meta(meta)
         if meta is None:
             return None
         names = sorted({_text(n) for n in failed | inflight} - {""})
         records = self.steps(flow_id, names, ("spec", "state", "info", "result"))
-        state = layout.assemble(flow_id, meta, records["spec"], records["state"],
+        state = assemble(flow_id, meta, records["spec"], records["state"],
                                 records["info"], records["result"])
         state.update(total=meta["total"], counts=meta["counts"])
         return state

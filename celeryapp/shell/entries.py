@@ -1,6 +1,7 @@
 """Tasks and workflows as the result backend stores them, read in one round trip each."""
 from __future__ import annotations
 
+from ..core import flowstate
 from ..core import names as C
 from . import resp
 from .common import FLOW_DONE, META_KEY, READY, broker
@@ -63,83 +64,18 @@ def load_meta(raw):
         return {"status": "?", "result": raw.decode(errors="replace")[:200]}
 
 
-# --- workflows: the layout of celeryapp/flows/layout.py, read with raw RESP --------------
-# (the shell imports core only; tests/integration/test_flows.py checks it reads a workflow as
-# celeryapp.flows.get_state does)
-FLOW_STATES = ("pending", "dispatching", "queued", "running", "succeeded", "failed", "skipped",
-               "cancelled")
-STEP_FIELDS = ("task_id", "worker", "started", "ended", "attempts", "error", "skipped_because")
+# --- workflows: the layout of celeryapp/flows/layout.py, read with raw RESP and the
+# engine's own reader (core/flowstate.py); tests/integration/test_flows.py checks both agree
 
 
 def _flow_key(flow_id: str, part: str) -> str:
     return C.FLOW_KEYS_PREFIX.format(id=flow_id) + part
 
 
-def _pairs(flat) -> dict:
-    return {flat[i].decode(): flat[i + 1] for i in range(0, len(flat or ()), 2)} \
-        if isinstance(flat, list) else dict(flat or {})
-
-
-def _many(values) -> list:
-    import json
-
-    values = list(values)
-    return json.loads(b"[" + b",".join(values) + b"]") if values else []
-
-
-def _num(value):
-    if value in (None, b""):
-        return None
-    number = float(value)
-    return int(number) if number.is_integer() else number
-
-
-def read_flow_meta(raw) -> dict | None:
-    import json
-
-    meta = _pairs(raw)
-    if not meta:
-        return None
-    return {"state": meta.get("state", b"?").decode(), "name": meta.get("name", b"").decode(),
-            "created": _num(meta.get("created")), "ended": _num(meta.get("ended")),
-            "notify": json.loads(meta["notify"]) if meta.get("notify") else None,
-            "defaults": json.loads(meta["defaults"]) if meta.get("defaults") else {},
-            "total": int(_num(meta.get("total")) or 0),
-            "counts": {state: int(meta[f"n:{state}"]) for state in FLOW_STATES
-                       if int(meta.get(f"n:{state}", 0) or 0) > 0}}
-
-
-def assemble_flow(flow_id: str, meta: dict, specs, states, infos, results) -> dict:
-    specs, states, infos, results = _pairs(specs), _pairs(states), _pairs(infos), _pairs(results)
-    names = list(specs)
-    static = dict(zip(names, _many(specs[n] for n in names)))
-    info = dict(zip([n for n in names if n in infos], _many(infos[n] for n in names
-                                                            if n in infos)))
-    result = dict(zip([n for n in names if n in results], _many(results[n] for n in names
-                                                                if n in results)))
-    steps = {}
-    for name in sorted(names, key=lambda n: (static[n].get("i", 0), n)):
-        doc, record = static[name], info.get(name) or {}
-        step = {"kind": doc.get("kind"), "needs": doc.get("needs", []),
-                "state": (states.get(name) or b"?").decode()}
-        step.update({field: record.get(field) for field in STEP_FIELDS})
-        step["attempts"] = step["attempts"] or 0
-        if record.get("queued") is not None:
-            step["queued"] = record["queued"]
-        step["result"] = result.get(name)
-        step["spec"] = doc.get("spec", {})
-        if doc.get("added_by"):
-            step["added_by"] = doc["added_by"]
-        steps[name] = step
-    return {"id": flow_id, "name": meta["name"], "state": meta["state"],
-            "created": meta["created"], "ended": meta["ended"], "notify": meta["notify"],
-            "defaults": meta["defaults"], "steps": steps}
-
-
 def flow_summary_line(flow: dict) -> str:
     """"9,990 succeeded, 8 running, 2 failed": a workflow's steps by state."""
     counts = flow.get("counts") or {}
-    return ", ".join(f"{counts[s]:,} {s}" for s in FLOW_STATES if counts.get(s))
+    return ", ".join(f"{counts[s]:,} {s}" for s in flowstate.STATES if counts.get(s))
 
 
 SMALL_FLOW = 40  # steps: a workflow up to this size is always read (and listed) whole
@@ -166,7 +102,7 @@ def fetch(client: resp.Redis, entries: list[Entry], steps: str = "all") -> list[
             if field == "meta":
                 entry.meta = load_meta(raw)
             else:
-                found = read_flow_meta(raw)
+                found = flowstate.read_meta(raw)
                 entry.flow = None
                 if found is not None:
                     flows.append((entry, found))
@@ -213,7 +149,7 @@ def _fetch_steps(client: resp.Redis, flows: list, steps: str) -> None:
 
 
 def _set_flow(entry: Entry, found: dict, records, partial: bool) -> None:
-    flow = assemble_flow(entry.id, found, *records)
+    flow = flowstate.assemble(entry.id, found, *records)
     flow.update(total=found["total"], counts=found["counts"], partial=partial)
     entry.flow = flow
 

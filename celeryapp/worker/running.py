@@ -39,6 +39,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator
 
+from celeryapp.core.processes import children, parent_pid  # noqa: F401 (re-exported)
 from celeryapp.core.redaction import (
     redact_text,  # inspect replies mask secrets like Flower does
 )
@@ -315,34 +316,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # "pid (comm) state ppid ..."; comm may hold spaces and parentheses
-    return raw.rsplit(")", 1)[1].split()
-
-
-def parent_pid(pid: int) -> int | None:
-    fields = _stat(pid)
-    if not fields or fields[0] == "Z":  # gone, or a zombie: not running anything
-        return None if fields is None else -1
-    return int(fields[1])
-
-
-def children(pid: int) -> list[int]:
-    """Live child pids of ``pid`` (Linux /proc; empty elsewhere)."""
-    found = []
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return found
-    for name in names:
-        if name.isdigit():
-            fields = _stat(int(name))
-            if fields and fields[0] != "Z" and int(fields[1]) == pid:
-                found.append(int(name))
-    return sorted(found)
