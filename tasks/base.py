@@ -13,6 +13,7 @@ from celery import Task, states
 from celery.exceptions import Ignore
 
 from celeryapp.config import get_settings
+from celeryapp.core.names import AGENT_TASK, QUERY_TASK
 from celeryapp.core.policy import call_options, check_retries, check_timeout
 from celeryapp.worker import running
 
@@ -28,6 +29,30 @@ __all__ = ["TurboTask", "check_retries"]
 deadline.set_stop_source(running.stop_event)
 
 
+# what a query or an agent run would get as its first argument if a parent fed it
+FED_ARGUMENT = {QUERY_TASK: "SQL", AGENT_TASK: "prompt"}
+
+
+def refuse_fed_signatures(options: dict) -> None:
+    """A ``run_query.s()`` / ``run_agent.s()`` that follows another step (a chain's next
+    link, a ``link`` callback, a chord's body) gets that step's result as its SQL or
+    prompt: refused before anything is sent, naming the fix (``.si()``). Without this
+    the first step ran, then failed while sending the next one."""
+    fed = list(options.get("chain") or [])
+    link = options.get("link")
+    fed += list(link) if isinstance(link, (list, tuple)) else [link] if link else []
+    if options.get("chord"):
+        fed.append(options["chord"])
+    for signature in fed:
+        name = signature.get("task") if isinstance(signature, dict) else None
+        if name in FED_ARGUMENT and not signature.get("immutable"):
+            raise InvalidRequest(
+                f"{name} after another step (a chain's next link, a link callback or a "
+                f"chord's body) would get that step's result as its {FED_ARGUMENT[name]}: "
+                f"use .si(...) with its own arguments, or a task of yours that takes the "
+                f"result")
+
+
 class TurboTask(Task):
     abstract = True
     Request = "celeryapp.overrides.request:TurboRequest"  # inspect reserved/scheduled: masked args
@@ -39,6 +64,7 @@ class TurboTask(Task):
         anything is sent: a DuckDB query to ``queries`` (prefork), a Databricks one to
         ``warehouse``, an agent run to ``agents`` (the io worker); ``host=`` to that
         host's worker of the same kind."""
+        refuse_fed_signatures(options)
         settings = get_settings()
         kwargs, options = call_options(kwargs, options, settings.limits(self.kind),
                                        task=self.name, args=args or (),

@@ -61,12 +61,20 @@ def test_chain_passes_each_query_result_to_the_next_step(celery_app, shared_work
     assert result.parent.get(timeout=WAIT) == first
 
 
-def test_a_query_signature_after_a_step_is_refused_not_fed_a_dict(shared_worker):
-    """``run_query.s()`` as a next step would get the previous result (a dict) as its SQL:
-    the request policy refuses it before sending, and the chain fails with that error."""
-    result = chain(run_query.s("SELECT 1"), run_query.s()).apply_async()
-    with pytest.raises(InvalidRequest, match="SQL must be a non-empty string, got dict"):
-        result.get(timeout=WAIT)
+def test_a_query_signature_after_a_step_is_refused_not_fed_a_dict(shared_worker, broker_client):
+    """``run_query.s()`` / ``run_agent.s()`` after another step would get its result (a
+    dict) as SQL or prompt: refused at submit, before anything is sent, naming ``.si()``;
+    the immutable form runs."""
+    queue = unique_queue()
+    for fed in (chain(run_query.s("SELECT 1", queue=queue), run_query.s()),
+                chain(run_query.s("SELECT 1", queue=queue), run_agent.s("hi")),
+                chord([run_query.s("SELECT 1", queue=queue)], run_query.s("SELECT 2")),
+                run_query.s("SELECT 1", queue=queue).set(link=run_agent.s())):
+        with pytest.raises(InvalidRequest, match=r"use \.si\(\.\.\.\)"):
+            fed.apply_async()
+    assert not [key for key in broker_client.keys(f"{queue}*")], "something was sent"
+    result = chain(run_query.s("SELECT 1"), run_query.si("SELECT 2")).apply_async()
+    assert result.get(timeout=WAIT)["rows"] == [[2]]
 
 
 def test_group_piped_into_a_body_becomes_a_chord_of_agent_runs(celery_app, shared_worker):
