@@ -13,7 +13,7 @@ from celery import Task, states
 from celery.exceptions import Ignore
 
 from celeryapp.config import get_settings
-from celeryapp.core.names import AGENT_TASK, QUERY_TASK
+from celeryapp.core.names import AGENT_TASK, FLOW_HEADER, QUERY_TASK, header
 from celeryapp.core.policy import call_options, check_retries, check_timeout
 from celeryapp.worker import running
 
@@ -92,12 +92,15 @@ class TurboTask(Task):
         """Raise Ignore when this message is a redelivery (kombu marks a restored message
         ``redelivered``: its worker died, or the visibility timeout passed) of a task
         whose final state is stored: the work was done, a second run would spend it
-        again (an agent run's money) and could overwrite its result. One GET, only for
-        redelivered messages."""
+        again (an agent run's money) and could overwrite its result. A workflow step is
+        checked on every delivery: the repair pass may publish a step a second time (its
+        first publish was not recorded), under the same task id. One GET, only for
+        redelivered messages and workflow steps."""
         request = self.request
         redelivered = (getattr(request, "redelivered", None)
                        or (request.delivery_info or {}).get("redelivered"))
-        if not redelivered or request.id is None or request.is_eager:
+        if not (redelivered or header(request, FLOW_HEADER)) or request.id is None \
+                or request.is_eager:
             return
         try:
             meta = self.backend.get_task_meta(request.id, cache=False)
@@ -107,8 +110,9 @@ class TurboTask(Task):
                         "running it", self.name, request.id, exc)
             return
         if state in states.READY_STATES:
-            log.warning("%s[%s] redelivered after it ended %s: acknowledged without "
-                        "running it again", self.name, request.id, state)
+            log.warning("%s[%s] %s after it ended %s: acknowledged without running it "
+                        "again", self.name, request.id,
+                        "redelivered" if redelivered else "delivered again", state)
             from celeryapp.worker.hooks import settle_redelivered
 
             settle_redelivered(request, meta)  # a workflow step: its transition, now

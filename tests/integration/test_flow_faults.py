@@ -197,6 +197,30 @@ def test_repair_pass_settles_a_lost_transition_and_republishes_a_lost_claim(star
     assert flows.repair()["flows"] == 0  # nothing running any more
 
 
+def test_a_step_published_again_after_it_ended_is_not_run_again(start_worker, tmp_path):
+    """The repair pass may publish a step twice under its one task id (its first publish
+    was not recorded): a copy that arrives after the step ended is acked unrun, its
+    result and the workflow's state stay as they were."""
+    from celeryapp.core.names import FLOW_HEADER, STEP_HEADER
+    from tasks.agent import run_agent
+
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    worker = start_worker(queues=queue, concurrency=1)
+    log = tmp_path / "runs.log"
+    flow_id = flows.submit({"name": "twice", "defaults": {"queue": queue}, "steps": {
+        "only": {"agent": f"once [fake:log={log}]", "timeout": 60}}})
+    before = flows.wait(flow_id, WAIT)
+    assert before["state"] == "succeeded"
+    task_id = before["steps"]["only"]["task_id"]
+    run_agent.apply_async((f"once [fake:log={log}]",), {"timeout": 60}, task_id=task_id,
+                          queue=queue, headers={FLOW_HEADER: flow_id, STEP_HEADER: "only"})
+    wait_for(lambda: re.search(rf"\[{task_id}\] delivered again after it ended SUCCESS",
+                               worker.log()), 30, "the copy to be acked unrun")
+    assert log.read_text().count('"start"') == 1
+    after = flows.get_state(flow_id)
+    assert after["steps"]["only"] == before["steps"]["only"] and after["state"] == "succeeded"
+
+
 TURBO = [str(Path(sys.executable).parent / "turbo")]
 
 
