@@ -30,6 +30,8 @@ from celery.backends.redis import RedisBackend
 from celery.result import AsyncResult
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.objects import cached_property
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from celeryapp.core.names import (
     RECENT_KEEP,
@@ -88,6 +90,10 @@ class TurboRedisBackend(RedactedResultMeta, RedisBackend):
         _backends.add(self)
 
     def _create_client(self, **params):
+        # a connection from before a Redis restart fails once ("closed by server"):
+        # reconnect and ask again instead of raising to the caller (AsyncResult.state,
+        # turbo status, workflow reads), three times with a short backoff
+        params.setdefault("retry", Retry(ExponentialBackoff(cap=1.0, base=0.05), 3))
         return self._get_client()(connection_pool=self._get_pool(**params),
                                   single_connection_client=True)
 

@@ -106,3 +106,30 @@ def test_redis_killed_under_load_loses_nothing_and_runs_nothing_twice(base_dir, 
     finally:
         worker.stop()
         redis.stop()
+
+
+READ_ACROSS_A_RESTART = """
+import os, sys, tempfile, pathlib
+from celeryapp.dev.localredis import LocalRedis
+redis = LocalRedis(workdir=pathlib.Path(tempfile.mkdtemp(dir=sys.argv[1]))).start()
+os.environ["TURBO_BROKER_URL"] = f"{redis.url}/0"
+os.environ["TURBO_RESULT_BACKEND"] = f"{redis.url}/1"
+from celeryapp import app
+try:
+    print(app.backend.get_task_meta("t1", cache=False)["status"])
+    redis.stop()
+    redis.start()
+    print(app.backend.get_task_meta("t1", cache=False)["status"])
+finally:
+    redis.stop()
+"""
+
+
+def test_a_client_reads_across_a_redis_restart_without_an_error(base_dir):
+    """A long-lived client (a caller's process, Flower, turbo's app path) whose pooled
+    backend connection predates a Redis restart: its next read reconnects instead of
+    raising ConnectionError once."""
+    proc = subprocess.run([sys.executable, "-c", READ_ACROSS_A_RESTART, str(base_dir)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["PENDING", "PENDING"], proc.stdout
