@@ -10,7 +10,8 @@ var/faults/results.json. Minutes, not seconds: never part of `make test`, whose 
 subset is tests/integration/test_dead_worker.py and test_redelivery.py.
 
 Scenarios: kill -9 of pool processes under load; kill -9 of a whole worker with another
-alive; countdowns past the visibility timeout; Redis shutdown and kill -9 under load; a
+alive; countdowns past the visibility timeout; runs longer than another worker's
+visibility timeout; Redis shutdown and kill -9 under load; a
 30 s network partition of one worker; warm shutdown; the bad-input catalogue. Then the
 submit cost of ``appendfsync everysec`` against ``always``. ``python -m faults a,b`` runs
 some (``appendfsync`` names the cost measurement).
@@ -160,13 +161,16 @@ def worker_kill(c: Campaign, tasks: int = 8) -> dict:
     return row
 
 
+# limits that make a 6 s visibility timeout (3 + 1 + 1 + margin 1), swept every second
+SHORT_LIMITS = {"TURBO_QUERY_MAX_TIMEOUT": "3", "TURBO_QUERY_TIMEOUT": "3",
+                "TURBO_AGENT_MAX_TIMEOUT": "3", "TURBO_AGENT_TIMEOUT": "3",
+                "TURBO_TIME_LIMIT_GRACE": "1", "TURBO_VISIBILITY_MARGIN": "1",
+                "TURBO_UNACKED_RESTORE_INTERVAL": "1"}
+
+
 def countdown_past_visibility(c: Campaign, tasks: int = 5) -> dict:
-    short = {"TURBO_QUERY_MAX_TIMEOUT": "3", "TURBO_QUERY_TIMEOUT": "3",
-             "TURBO_AGENT_MAX_TIMEOUT": "3", "TURBO_AGENT_TIMEOUT": "3",
-             "TURBO_TIME_LIMIT_GRACE": "1", "TURBO_VISIBILITY_MARGIN": "1",
-             "TURBO_UNACKED_RESTORE_INTERVAL": "1"}
     for _ in range(2):
-        c.worker(concurrency=2, env=short)
+        c.worker(concurrency=2, env=SHORT_LIMITS)
     from tasks.agent import run_agent
 
     logs = c.base / "countdown"
@@ -183,6 +187,26 @@ def countdown_past_visibility(c: Campaign, tasks: int = 5) -> dict:
                             for _, log in sent)
     row.update(scenario="countdown 15 s past a 6 s visibility timeout, 2 workers",
                recovery="-")
+    c.stop()
+    return row
+
+
+def long_run_past_visibility(c: Campaign, runs: int = 2) -> dict:
+    """Runs of 20 s on a worker with the default limits, while another worker whose limits
+    give a 6 s visibility timeout sweeps every second: the sweep finds the records older
+    than its timeout, but their holder is alive."""
+    alpha = c.worker(concurrency=runs)
+    sent = c.submit("long", runs, 20.0)
+    deadline = time.monotonic() + 60
+    while sum(bool(events(log)) for _, log in sent) < runs and time.monotonic() < deadline:
+        time.sleep(0.2)
+    c.worker(concurrency=runs, env=SHORT_LIMITS)
+    row = c.outcome(sent, time.monotonic() + 120)
+    time.sleep(3)
+    row["duplicated"] = sum(len([e for e in events(log) if e["event"] == "start"]) > 1
+                            for _, log in sent)
+    row.update(scenario=f"{runs} runs of 20 s on {alpha.name}, another worker with a 6 s "
+                        f"visibility timeout", recovery="-")
     c.stop()
     return row
 
@@ -353,7 +377,8 @@ def fsync_table(rows: list[dict]) -> str:
 
 
 SCENARIOS = {"pool_kills": pool_kills, "worker_kill": worker_kill,
-             "countdown": countdown_past_visibility, "redis_shutdown": redis_shutdown,
+             "countdown": countdown_past_visibility, "long_run": long_run_past_visibility,
+             "redis_shutdown": redis_shutdown,
              "redis_kill": redis_kill, "partition": partition,
              "warm_shutdown": warm_shutdown, "bad_input": bad_input}
 

@@ -67,6 +67,28 @@ def test_a_countdown_past_the_visibility_timeout_runs_once(start_worker, tmp_pat
     assert len(starts(log)) == 1, starts(log)
 
 
+def test_a_run_longer_than_another_workers_visibility_timeout_runs_once(start_worker,
+                                                                        tmp_path):
+    """alpha (default limits) runs a 12 s agent run; beta's limits give it a 6 s visibility
+    timeout and a sweep every second. Its sweep finds the record older than that, but
+    alpha is alive: the run is not handed to beta (it used to be: both ran it)."""
+    queue = unique_queue()
+    log = tmp_path / "runs.log"
+    short = {"TURBO_QUERY_MAX_TIMEOUT": "3", "TURBO_QUERY_TIMEOUT": "3",
+             "TURBO_AGENT_MAX_TIMEOUT": "3", "TURBO_AGENT_TIMEOUT": "3",
+             "TURBO_TIME_LIMIT_GRACE": "1", "TURBO_VISIBILITY_MARGIN": "1",
+             "TURBO_UNACKED_RESTORE_INTERVAL": "1"}
+    alpha = start_worker(queues=queue, concurrency=1)
+    handle = run_agent.apply_async((f"[fake:sleep=12] [fake:log={log}]",), {"timeout": 60},
+                                   queue=queue)
+    wait_for(lambda: starts(log), 30, "the run on alpha")
+    start_worker(queues=queue, concurrency=1, env=short)
+    result = handle.get(timeout=WAIT)
+    assert result["worker"] == alpha.name and result["is_error"] is False
+    time.sleep(3)  # room for a second delivery to show
+    assert len(starts(log)) == 1, starts(log)
+
+
 def test_a_worker_started_after_the_only_one_died_takes_its_task_back(start_worker, tmp_path):
     """One host, one worker, killed as a whole (a reboot): the next worker started there
     puts the dead one's message back and runs it - nobody else was alive to do it."""
