@@ -25,6 +25,13 @@ def pairs(flat) -> dict[str, bytes | str]:
     return {_text(flat[i]): flat[i + 1] for i in range(0, len(flat or ()), 2)}
 
 
+def _as_dict(flat) -> dict:
+    """A hash reply as a dict with its keys as they came (a flat RESP list or a dict)."""
+    if isinstance(flat, dict):
+        return flat
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat or ()), 2)}
+
+
 def _many(values) -> list:
     """JSON-decode many small documents in one json.loads call (fast for 10,000 steps)."""
     raw = [v if isinstance(v, bytes) else str(v).encode() for v in values]
@@ -56,7 +63,10 @@ def assemble(flow_id: str, meta: dict, specs, states, infos, results) -> dict:
     """The workflow as ``get_state`` returns it: {id, name, state, created, ended, notify,
     defaults, steps: {name: {state, task_id, worker, ..., needs, kind, spec}}}, in spec
     order. ``specs``/``states``/``infos``/``results`` are hash replies (all steps or some)."""
-    specs, states, infos, results = pairs(specs), pairs(states), pairs(infos), pairs(results)
+    # keys stay as they came (bytes from a HGETALL, str from a HMGET by name): the four
+    # replies agree, and 10,000 names are decoded once instead of 40,000 keys
+    specs, states, infos, results = (_as_dict(specs), _as_dict(states), _as_dict(infos),
+                                     _as_dict(results))
     names = list(specs)
     spec_docs = dict(zip(names, _many(specs[n] for n in names)))
     with_info = [n for n in names if n in infos]
@@ -64,7 +74,7 @@ def assemble(flow_id: str, meta: dict, specs, states, infos, results) -> dict:
     with_result = [n for n in names if n in results]
     result_docs = dict(zip(with_result, _many(results[n] for n in with_result)))
     steps = {}
-    for name in sorted(names, key=lambda n: (spec_docs[n].get("i", 0), n)):
+    for name in sorted(names, key=lambda n: (spec_docs[n].get("i", 0), _text(n))):
         static = spec_docs[name]
         info = info_docs.get(name) or {}
         step = {"kind": static.get("kind"), "needs": static.get("needs", []),
@@ -78,7 +88,7 @@ def assemble(flow_id: str, meta: dict, specs, states, infos, results) -> dict:
         step["spec"] = static.get("spec", {})
         if static.get("added_by"):
             step["added_by"] = static["added_by"]
-        steps[name] = step
+        steps[_text(name)] = step
     return {"id": flow_id, "name": meta["name"], "state": meta["state"],
             "created": meta["created"], "ended": meta["ended"], "notify": meta["notify"],
             "defaults": meta["defaults"], "steps": steps}
