@@ -51,7 +51,6 @@ DEFAULT_RESULT_EXPIRES = 7 * 24 * 3600
 
 RECENT_KEY = "turbo:recent"  # sorted set of "task:<id>" / "flow:<id>" by submit time
 RECENT_KEEP = 1000  # newest members kept in it
-FLOW_KEY = "turbo:flow:{id}"  # JSON document of one workflow's state
 HEALTH_REPLY_KEY = "turbo:health:{id}"  # a liveness ping's answer
 META_KEY = "celery-task-meta-{id}"  # Celery's result key (the lean shell reads it)
 
@@ -96,7 +95,7 @@ def header(request, name: str):
 
 
 # --- workflows at any size (celeryapp/flows/layout.py): per-workflow hashes and sets in the
-# result backend's Redis, all expiring with the results; FLOW_KEY above is no longer written
+# result backend's Redis, all expiring with the results
 FLOW_KEYS_PREFIX = "turbo:flow:{id}:"  # + meta, spec, children, state, info, result, pending,
                                        # inflight, failed (celeryapp/flows/layout.py)
 FLOWS_RUNNING_KEY = "turbo:flows:running"  # sorted set: running workflow ids by creation time
