@@ -12,6 +12,7 @@ TERMINAL = ("succeeded", "failed", "skipped", "cancelled")
 IN_FLIGHT = ("dispatching", "queued", "running")
 STATES = ("pending", *IN_FLIGHT, *TERMINAL)
 INFO_FIELDS = ("task_id", "worker", "started", "ended", "attempts", "error", "skipped_because")
+NO_INFO = dict.fromkeys(INFO_FIELDS)  # a step's fields before its record says otherwise
 
 
 def _text(value) -> str:
@@ -69,23 +70,24 @@ def assemble(flow_id: str, meta: dict, specs, states, infos, results) -> dict:
                                      _as_dict(results))
     names = list(specs)
     spec_docs = dict(zip(names, _many(specs[n] for n in names)))
-    with_info = [n for n in names if n in infos]
-    info_docs = dict(zip(with_info, _many(infos[n] for n in with_info)))
-    with_result = [n for n in names if n in results]
-    result_docs = dict(zip(with_result, _many(results[n] for n in with_result)))
+    order = sorted(names, key=lambda n: (spec_docs[n].get("i", 0), _text(n)))
+    # decoded in step order, one json.loads each; a step's record dict becomes its entry
+    # (no copy field by field: 10,000 steps)
+    info_docs = _many(infos.get(n, b"{}") for n in order)
+    result_docs = _many(results.get(n, b"null") for n in order)
     steps = {}
-    for name in sorted(names, key=lambda n: (spec_docs[n].get("i", 0), _text(n))):
+    for name, info, result in zip(order, info_docs, result_docs):
         static = spec_docs[name]
-        info = info_docs.get(name) or {}
+        state = states.get(name, b"?")
         step = {"kind": static.get("kind"), "needs": static.get("needs", []),
-                "state": _text(states.get(name, b"?"))}
-        for field in INFO_FIELDS:
-            step[field] = info.get(field)
+                "state": state.decode() if isinstance(state, bytes) else state,
+                **NO_INFO, **info}
+        step.pop("claimed", None)
+        if step.get("queued") is None:
+            step.pop("queued", None)
         step["attempts"] = step["attempts"] or 0
-        if info.get("queued") is not None:
-            step["queued"] = info["queued"]
-        step["result"] = result_docs.get(name)
-        step["spec"] = static.get("spec", {})
+        step["result"] = result
+        step["spec"] = static.get("spec") or {}
         if static.get("added_by"):
             step["added_by"] = static["added_by"]
         steps[_text(name)] = step
