@@ -27,6 +27,24 @@ def starts(log) -> list[dict]:
     return [event for event in events(log) if event["event"] == "start"]
 
 
+# limits that make a 6 s visibility timeout (3 + 1 + 1 + margin 1), swept every second
+SHORT_LIMITS = {"TURBO_QUERY_MAX_TIMEOUT": "3", "TURBO_QUERY_TIMEOUT": "3",
+                "TURBO_AGENT_MAX_TIMEOUT": "3", "TURBO_AGENT_TIMEOUT": "3",
+                "TURBO_TIME_LIMIT_GRACE": "1", "TURBO_VISIBILITY_MARGIN": "1",
+                "TURBO_UNACKED_RESTORE_INTERVAL": "1"}
+
+
+def run_on_first_worker(start_worker, queue, log, seconds: float, timeout: float = 300,
+                        env: dict | None = None):
+    """A one-slot worker on ``queue`` and an agent run of ``seconds`` on it, started:
+    (the worker, the run's handle, its start event)."""
+    worker = start_worker(queues=queue, concurrency=1, env=env)
+    handle = run_agent.apply_async((f"[fake:sleep={seconds:g}] [fake:log={log}]",),
+                                   {"timeout": timeout}, queue=queue)
+    first = wait_for(lambda: starts(log), 30, "the run on the first worker")[0]
+    return worker, handle, first
+
+
 def test_a_killed_workers_task_starts_again_on_a_live_worker_within_seconds(start_worker,
                                                                          celery_app,
                                                                          tmp_path):
@@ -34,10 +52,7 @@ def test_a_killed_workers_task_starts_again_on_a_live_worker_within_seconds(star
     log = tmp_path / "runs.log"
     # (the default, 15 s, is measured across hosts in tests/system/test_multihost.py)
     fast = {"TURBO_DEAD_WORKER_TIMEOUT": "6"}
-    alpha = start_worker(queues=queue, concurrency=1, env=fast)
-    handle = run_agent.apply_async((f"[fake:sleep=6] [fake:log={log}]",), {"timeout": 300},
-                                   queue=queue)
-    first = wait_for(lambda: starts(log), 30, "the run on alpha")[0]
+    alpha, handle, first = run_on_first_worker(start_worker, queue, log, 6, env=fast)
     beta = start_worker(queues=queue, concurrency=1, env=fast)
     os.killpg(alpha.pid, signal.SIGKILL)  # the whole worker: power loss, OOM kill
     killed = time.time()
@@ -54,12 +69,8 @@ def test_a_countdown_past_the_visibility_timeout_runs_once(start_worker, tmp_pat
     timeout used to hand it to a second worker meanwhile (both ran it)."""
     queue = unique_queue()
     log = tmp_path / "runs.log"
-    short = {"TURBO_QUERY_MAX_TIMEOUT": "3", "TURBO_QUERY_TIMEOUT": "3",
-             "TURBO_AGENT_MAX_TIMEOUT": "3", "TURBO_AGENT_TIMEOUT": "3",
-             "TURBO_TIME_LIMIT_GRACE": "1", "TURBO_VISIBILITY_MARGIN": "1",
-             "TURBO_UNACKED_RESTORE_INTERVAL": "1"}  # a visibility timeout of 6 s
     for _ in range(2):
-        start_worker(queues=queue, concurrency=1, env=short)
+        start_worker(queues=queue, concurrency=1, env=SHORT_LIMITS)
     handle = run_agent.apply_async((f"once [fake:log={log}]",), {"timeout": 3}, queue=queue,
                                    countdown=10)
     assert handle.get(timeout=WAIT)["is_error"] is False
@@ -74,15 +85,8 @@ def test_a_run_longer_than_another_workers_visibility_timeout_runs_once(start_wo
     alpha is alive: the run is not handed to beta (it used to be: both ran it)."""
     queue = unique_queue()
     log = tmp_path / "runs.log"
-    short = {"TURBO_QUERY_MAX_TIMEOUT": "3", "TURBO_QUERY_TIMEOUT": "3",
-             "TURBO_AGENT_MAX_TIMEOUT": "3", "TURBO_AGENT_TIMEOUT": "3",
-             "TURBO_TIME_LIMIT_GRACE": "1", "TURBO_VISIBILITY_MARGIN": "1",
-             "TURBO_UNACKED_RESTORE_INTERVAL": "1"}
-    alpha = start_worker(queues=queue, concurrency=1)
-    handle = run_agent.apply_async((f"[fake:sleep=12] [fake:log={log}]",), {"timeout": 60},
-                                   queue=queue)
-    wait_for(lambda: starts(log), 30, "the run on alpha")
-    start_worker(queues=queue, concurrency=1, env=short)
+    alpha, handle, _ = run_on_first_worker(start_worker, queue, log, 12, timeout=60)
+    start_worker(queues=queue, concurrency=1, env=SHORT_LIMITS)
     result = handle.get(timeout=WAIT)
     assert result["worker"] == alpha.name and result["is_error"] is False
     time.sleep(3)  # room for a second delivery to show
@@ -95,10 +99,7 @@ def test_a_worker_started_after_the_only_one_died_takes_its_task_back(start_work
     queue = unique_queue()
     log = tmp_path / "runs.log"
     fast = {"TURBO_DEAD_WORKER_TIMEOUT": "4"}
-    first = start_worker(queues=queue, concurrency=1, env=fast)
-    handle = run_agent.apply_async((f"[fake:sleep=5] [fake:log={log}]",), {"timeout": 300},
-                                   queue=queue)
-    wait_for(lambda: starts(log), 30, "the run on the first worker")
+    first, handle, _ = run_on_first_worker(start_worker, queue, log, 5, env=fast)
     os.killpg(first.pid, signal.SIGKILL)
     killed = time.time()
     again = start_worker(queues=queue, concurrency=1, env=fast)  # "after the reboot"
@@ -116,10 +117,7 @@ def test_a_task_revoked_while_its_worker_dies_stays_revoked(start_worker, celery
     queue = unique_queue()
     log = tmp_path / "runs.log"
     fast = {"TURBO_DEAD_WORKER_TIMEOUT": "4"}
-    alpha = start_worker(queues=queue, concurrency=1, env=fast)
-    handle = run_agent.apply_async((f"[fake:sleep=30] [fake:log={log}]",), {"timeout": 300},
-                                   queue=queue)
-    wait_for(lambda: starts(log), 30, "the run on alpha")
+    alpha, handle, _ = run_on_first_worker(start_worker, queue, log, 30, env=fast)
     start_worker(queues=queue, concurrency=1, env=fast)  # beta, which hears the revoke
     handle.revoke()
     time.sleep(1)  # the broadcast reaches both
