@@ -116,7 +116,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         # secrets masked wherever Flower and inspect get task data from (in both modes)
         amqp=STOCK_AMQP if stock else AMQP,                      # argsrepr/kwargsrepr, task-sent
         events="celeryapp.overrides.redaction:RedactingEvents",  # result/traceback texts in task events
-        task_cls="celeryapp.overrides.redaction:RedactingTask",  # inspect replies, plain @app.task
+        # plain @app.task: inspect replies redacted, each delivery checked (worker/delivery.py)
+        task_cls="celeryapp.worker.delivery:CheckedTask",
     )
     app.conf.update(celery_config(settings))
     # redis:// and rediss:// results: overrides/backend.py, or (stock) Celery's own plus

@@ -9,13 +9,13 @@ import logging
 import random
 import time
 
-from celery import Task, states
 from celery.exceptions import Ignore
 
 from celeryapp.config import get_settings
-from celeryapp.core.names import AGENT_TASK, FLOW_HEADER, QUERY_TASK, header
+from celeryapp.core.names import AGENT_TASK, QUERY_TASK
 from celeryapp.core.policy import call_options, check_retries, check_timeout
 from celeryapp.worker import running
+from celeryapp.worker.delivery import CheckedTask
 
 from . import deadline
 from .deadline import Cancelled
@@ -53,7 +53,7 @@ def refuse_fed_signatures(options: dict) -> None:
                 f"result")
 
 
-class TurboTask(Task):
+class TurboTask(CheckedTask):
     abstract = True
     Request = "celeryapp.overrides.request:TurboRequest"  # inspect reserved/scheduled: masked args
     kind = "query"  # whose timeout policy applies: TURBO_QUERY_* or TURBO_AGENT_*
@@ -76,8 +76,7 @@ class TurboTask(Task):
         """The body, plus the threads pool's revoke: a runner stopped by the task's
         stop event raises Cancelled, and a body that outran a set stop event returns
         a result nobody asked for any more; both keep the REVOKED state (Ignore).
-        A redelivered message of a task that already ended is acknowledged unrun."""
-        self.skip_if_already_done()
+        Deliveries that must not run are acknowledged unrun first (CheckedTask)."""
         started = time.monotonic()
         try:
             result = super().__call__(*args, **kwargs)
@@ -87,36 +86,6 @@ class TurboTask(Task):
         if stop is not None and stop.is_set():
             raise self.cancelled("its result discarded", started)
         return result
-
-    def skip_if_already_done(self) -> None:
-        """Raise Ignore when this message is a redelivery (kombu marks a restored message
-        ``redelivered``: its worker died, or the visibility timeout passed) of a task
-        whose final state is stored: the work was done, a second run would spend it
-        again (an agent run's money) and could overwrite its result. A workflow step is
-        checked on every delivery: the repair pass may publish a step a second time (its
-        first publish was not recorded), under the same task id. One GET, only for
-        redelivered messages and workflow steps."""
-        request = self.request
-        redelivered = (getattr(request, "redelivered", None)
-                       or (request.delivery_info or {}).get("redelivered"))
-        if not (redelivered or header(request, FLOW_HEADER)) or request.id is None \
-                or request.is_eager:
-            return
-        try:
-            meta = self.backend.get_task_meta(request.id, cache=False)
-            state = meta.get("status")
-        except Exception as exc:  # the backend is down: run, as without the check
-            log.warning("%s[%s] redelivered; its stored state could not be read (%r): "
-                        "running it", self.name, request.id, exc)
-            return
-        if state in states.READY_STATES:
-            log.warning("%s[%s] %s after it ended %s: acknowledged without running it "
-                        "again", self.name, request.id,
-                        "redelivered" if redelivered else "delivered again", state)
-            from celeryapp.worker.hooks import settle_redelivered
-
-            settle_redelivered(request, meta)  # a workflow step: its transition, now
-            raise Ignore()
 
     def checked_timeout(self, timeout) -> float:
         try:

@@ -18,6 +18,7 @@ from celery import signals
 from celeryapp import flows
 from celeryapp.core.names import EXPAND_HEADER, FLOW_HEADER, NOTIFY_HEADER, STEP_HEADER, header
 from celeryapp.notices import notify_later, summary
+from celeryapp.worker.delivery import held_elsewhere
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def _started(sender=None, task_id=None, task=None, **_):
     # other tasks enter the recent list with their first stored state (overrides/backend.py)
     request = task.request
     flow = header(request, FLOW_HEADER)
-    if flow:
+    if flow and not held_elsewhere(task):  # a second copy of a running step: not started
         flows.step_started(flow, header(request, STEP_HEADER), task_id, request.hostname,
                            request.retries + 1)
 

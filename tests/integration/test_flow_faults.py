@@ -221,6 +221,53 @@ def test_a_step_published_again_after_it_ended_is_not_run_again(start_worker, tm
     assert after["steps"]["only"] == before["steps"]["only"] and after["state"] == "succeeded"
 
 
+def test_a_copy_of_a_running_step_is_not_run_beside_it(start_worker, tmp_path):
+    """The repair pass publishes a step again when its first publish was not recorded. A
+    copy delivered while the first runs on a live worker is acked unrun: the step runs
+    once, its record keeps the first run's worker."""
+    from celeryapp.flows import engine
+
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    worker = start_worker(queues=queue, concurrency=2)
+    log = tmp_path / "runs.log"
+    flow_id = flows.submit({"name": "copy", "defaults": {"queue": queue}, "steps": {
+        "only": {"agent": f"slow [fake:sleep=5] [fake:log={log}]", "timeout": 60}}})
+    wait_for(lambda: flows.get_state(flow_id)["steps"]["only"]["state"] == "running", 30,
+             "the step to run")
+    running = flows.get_state(flow_id)["steps"]["only"]
+    task_id = running["task_id"]
+    engine._publish(engine._store(), flow_id, [("only", task_id)])  # the repair's republish
+    wait_for(lambda: re.search(rf"\[{task_id}\] workflow {flow_id} step only: a copy of this "
+                               r"attempt is running", worker.log()), 30,
+             "the copy to be acked unrun")
+    final = flows.wait(flow_id, WAIT)
+    assert final["state"] == "succeeded"
+    assert log.read_text().count('"start"') == 1
+    assert final["steps"]["only"]["worker"] == running["worker"]
+    assert final["steps"]["only"]["started"] == running["started"]
+
+
+def test_a_plain_task_step_published_again_after_it_ended_is_not_run_again(start_worker,
+                                                                         tmp_path):
+    """A ``task:`` step (a plain @app.task) is checked like the query and agent tasks."""
+    from celeryapp.flows import engine
+    from support.crash_task import CRASH_TASK, crash_worker
+
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    worker = crash_worker(start_worker, queue)
+    marker = tmp_path / "runs"
+    flow_id = flows.submit({"name": "plain", "defaults": {"queue": queue}, "steps": {
+        "only": {"task": CRASH_TASK, "args": [str(marker), 0]}}})
+    before = flows.wait(flow_id, WAIT)
+    assert before["state"] == "succeeded", json.dumps(flows.flow_report(before))
+    task_id = before["steps"]["only"]["task_id"]
+    engine._publish(engine._store(), flow_id, [("only", task_id)])
+    wait_for(lambda: re.search(rf"\[{task_id}\] delivered again after it ended SUCCESS",
+                               worker.log()), 30, "the copy to be acked unrun")
+    assert len(marker.read_text().splitlines()) == 1
+    assert flows.get_state(flow_id)["steps"]["only"] == before["steps"]["only"]
+
+
 TURBO = [str(Path(sys.executable).parent / "turbo")]
 
 

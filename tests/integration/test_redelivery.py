@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.crash_task import CRASH_TASK
+from support.crash_task import CRASH_TASK, crash_worker
 from support.helpers import unique_queue, wait_for
 
 from tasks.agent import run_agent
@@ -77,13 +77,6 @@ def test_a_redelivered_task_that_had_not_ended_runs(start_worker, broker_client,
 
 
 # --- a task that kills its worker process --------------------------------------------
-def crash_worker(start_worker, queue: str, **env):
-    tests_dir = str(Path(__file__).resolve().parents[1])
-    return start_worker(queues=queue, concurrency=1, extra_args=("-I", "support.crash_task"),
-                        env={"PYTHONPATH": os.pathsep.join(filter(None, [
-                            tests_dir, os.environ.get("PYTHONPATH")])), **env})
-
-
 def test_a_task_whose_process_died_runs_again(start_worker, celery_app, tmp_path):
     queue = unique_queue()
     worker = crash_worker(start_worker, queue)
@@ -108,3 +101,32 @@ def test_a_poison_message_ends_failed_after_bounded_requeues(start_worker, celer
     assert len(marker.read_text().splitlines()) == 3  # and no more: it is not looping
     assert worker.process.poll() is None  # the worker lives on
     assert celery_app.backend.get_task_meta(handle.id, cache=False)["status"] == "FAILURE"
+
+
+def test_one_message_holds_a_run_while_its_holder_lives(broker_client):
+    """holders.claim_run, the check behind a workflow step's copies (worker/delivery.py):
+    a copy (another delivery tag) does not take the claim from a live holder's message;
+    the same message delivered again does; a dead holder's message loses it."""
+    import uuid
+
+    from celeryapp.core import holders
+
+    key = f"turbo:run:test-{uuid.uuid4().hex}:0"
+    first, copy = f"tag-{uuid.uuid4().hex}", f"tag-{uuid.uuid4().hex}"
+    holder = f"test-holder-{uuid.uuid4().hex[:8]}"
+    broker_client.hset(holders.HOLDERS_KEY, first, holder)
+    broker_client.set(holders.beat_key(holder), "1", px=60_000)
+    try:
+        assert holders.claim_run(broker_client, key, first, 60_000) is None
+        assert holders.claim_run(broker_client, key, copy, 60_000) == first
+        assert holders.claim_run(broker_client, key, first, 60_000) is None  # redelivered
+        assert 0 < broker_client.pttl(key) <= 60_000
+        broker_client.delete(holders.beat_key(holder))  # the first one's worker is gone
+        assert holders.claim_run(broker_client, key, copy, 60_000) is None
+        assert broker_client.get(key).decode() == copy
+        # the copy's message has no holder record (acked, or never recorded: stock kombu)
+        assert holders.claim_run(broker_client, key, first, 60_000) is None
+        assert broker_client.get(key).decode() == first
+    finally:
+        broker_client.hdel(holders.HOLDERS_KEY, first, copy)
+        broker_client.delete(key, holders.beat_key(holder))

@@ -12,6 +12,14 @@ from celeryapp import app
 CRASH_TASK = "tests.crash_process"
 
 
+def crash_worker(start_worker, queue: str, **env):
+    """A test worker (the ``start_worker`` fixture) on ``queue`` that has this task."""
+    tests_dir = str(Path(__file__).resolve().parents[1])
+    return start_worker(queues=queue, concurrency=1, extra_args=("-I", "support.crash_task"),
+                        env={"PYTHONPATH": os.pathsep.join(filter(None, [
+                            tests_dir, os.environ.get("PYTHONPATH")])), **env})
+
+
 @app.task(name=CRASH_TASK)
 def crash_process(marker: str, times: int = -1) -> str:
     """Note a run in ``marker``; SIGKILL this pool process for the first ``times`` runs
