@@ -75,8 +75,9 @@ def assemble(flow_id: str, meta: dict, specs, states, infos, results) -> dict:
                  _bytes(results.get(name, b"null")), b",", rest, b",")
     text[-1] = b"}" if rows else b"{}"
     steps = _loads(b"".join(text))
-    for step in steps.values():
-        step.pop("claimed", None)  # the repair pass's own mark, not part of the answer
+    for step in steps.values():  # the engine's own marks, not part of the answer
+        step.pop("claimed", None)
+        step.pop("tag", None)
     return {"id": flow_id, "name": meta["name"], "state": meta["state"],
             "created": meta["created"], "ended": meta["ended"], "notify": meta["notify"],
             "defaults": meta["defaults"], "steps": steps}

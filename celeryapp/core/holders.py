@@ -67,30 +67,6 @@ def held_by_live(client, tag) -> bool:
     return bool(holder) and bool(client.exists(beat_key(_text(holder))))
 
 
-# KEYS: the claim, the holders hash. ARGV: this copy's delivery tag, the claim's expiry (ms),
-# the heartbeat key's prefix. Replies the tag of a live copy holding the claim, or nothing
-# when this copy may run (the claim then names it).
-CLAIM_RUN = """
-local other = redis.call('GET', KEYS[1])
-if other and other ~= ARGV[1] then
-  local holder = redis.call('HGET', KEYS[2], other)
-  if holder and redis.call('EXISTS', ARGV[3] .. holder) == 1 then return other end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
-"""
-
-
-def claim_run(client, key: str, tag: str, expires_ms: int) -> str | None:
-    """Claim ``key`` (one attempt of a task) for the message ``tag``. Another copy of the
-    same task (another delivery tag) keeps the claim while a live holder has it: its tag
-    is returned and this copy must not run. The same message delivered again (a dead
-    holder's restore, a worker-lost requeue) or a copy whose holder is gone takes it."""
-    other = client.eval(CLAIM_RUN, 2, key, HOLDERS_KEY, tag, int(expires_ms),
-                        BEAT_KEY.format(""))
-    return _text(other) if other else None
-
-
 def stop_this_worker(unbeaten_s: float) -> None:
     """The default fence: kill this process's children (pool processes; agent CLIs die
     with them), then exit at once - no ack, no result, no restore is sent."""

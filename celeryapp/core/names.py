@@ -99,8 +99,5 @@ def header(request, name: str):
 FLOW_KEYS_PREFIX = "turbo:flow:{id}:"  # + meta, spec, children, state, info, result, pending,
                                        # inflight, failed (celeryapp/flows/layout.py)
 FLOWS_RUNNING_KEY = "turbo:flows:running"  # sorted set: running workflow ids by creation time
-RUN_CLAIM_KEY = "turbo:run:{task_id}:{retries}"  # the message (delivery tag) running this
-# attempt of a workflow step: a second copy of the step (published again under its one task
-# id) is acked unrun while the first is held by a live worker (core/holders.claim_run)
 FLOWS_REPAIR_LOCK = "turbo:flows:repair"  # one repair pass at a time, across workers
 EXPAND_HEADER = "turbo_flow_expands"  # a step whose success may add steps (expand/on_complete)

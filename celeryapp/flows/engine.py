@@ -138,8 +138,18 @@ def dispatch_ready(flow_id: str) -> list[str]:
 
 
 # --- transitions (worker hooks, celeryapp.worker.hooks) ----------------------------------
-def step_started(flow_id: str, step_name: str, task_id: str, worker: str, attempt: int) -> None:
-    _store().run("started", flow_id, step_name, task_id, time.time(), worker, attempt)
+STARTED, STALE, ENDED = 1, 0, 2  # step_started's replies, beside another message's tag
+
+
+def step_started(flow_id: str, step_name: str, task_id: str, worker: str, attempt: int,
+                 tag: str = "", take_over: bool = False) -> int | str:
+    """Record that the message ``tag`` starts this attempt of the step. Replies STARTED,
+    STALE (not in flight under this task id: nothing changed), ENDED (the task's final
+    state is stored already) or the tag of another message that started this attempt
+    (a copy: see celeryapp/worker/delivery.py; ``take_over`` once its holder is dead)."""
+    reply = _store().run("started", flow_id, step_name, task_id, time.time(), worker, attempt,
+                         tag, "1" if take_over else "")
+    return reply if isinstance(reply, int) else _text(reply)
 
 
 def step_succeeded(flow_id: str, step_name: str, task_id: str, result: Any,
@@ -509,4 +519,6 @@ def _app():
 
 def _store() -> FlowStore:
     settings = get_settings()
-    return FlowStore(_app().backend.client, settings.result_expires, settings.flow_retry_seconds)
+    backend = _app().backend
+    return FlowStore(backend.client, settings.result_expires, settings.flow_retry_seconds,
+                     task_key=lambda task_id: _text(backend.get_key_for_task(task_id)))

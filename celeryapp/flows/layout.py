@@ -9,7 +9,8 @@ One workflow is nine keys in the result backend's Redis, all expiring with the r
     turbo:flow:<id>:children  hash  step -> JSON list of the steps that need it
     turbo:flow:<id>:state     hash  step -> pending|dispatching|queued|running|succeeded|...
     turbo:flow:<id>:info      hash  step -> JSON {task_id, claimed, queued, worker, started,
-                                    ended, attempts, error, skipped_because}
+                                    ended, attempts, error, skipped_because, tag (the
+                                    delivery tag of the message running it)}
     turbo:flow:<id>:result    hash  step -> JSON result summary (notices.summary: bounded)
     turbo:flow:<id>:pending   hash  step -> needs not yet succeeded (the fan-in counter)
     turbo:flow:<id>:inflight  set   steps dispatching, queued or running (+ "" placeholder)

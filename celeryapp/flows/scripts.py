@@ -1,6 +1,7 @@
 """The Lua scripts that change a workflow: each transition is one atomic, idempotent script.
 
-KEYS are always :func:`.layout.keys` (nine per-workflow keys, then the running set).
+KEYS are always :func:`.layout.keys` (nine per-workflow keys, then the running set; the
+start of a step adds the task's result key).
 A transition for a step checks the step's current state and task id first, so a repeated
 or late event ("succeeded" twice for the same task, a hook and the repair pass racing)
 changes nothing. The work of a transition is O(its children) (O(descendants) for a skip),
@@ -151,13 +152,31 @@ out[2] = maybe_finish(ARGV[1], ARGV[2])
 return out
 """
 
-# ARGV: step, task id, now, worker, attempt
+# KEYS[11]: the task's result key. ARGV: step, task id, now, worker, attempt, the delivery
+# tag of the message starting it ('' unknown), '1' to take the step over from that tag.
+# Replies 1 (started), 0 (a stale event: nothing changed), 2 (the task's final state is
+# stored: not started; the caller applies its transition) or, when another message of this
+# attempt started the step already, that message's tag: the caller runs this copy only if
+# no live worker holds that message (then again with '1').
 STARTED = PRELUDE + r"""
+local meta = redis.call('GET', KEYS[11])
+if meta and (string.find(meta, 'SUCCESS', 1, true) or string.find(meta, 'FAILURE', 1, true)
+    or string.find(meta, 'REVOKED', 1, true)) then
+  local ok, doc = pcall(cjson.decode, meta)
+  if ok and type(doc) == 'table' and (doc.status == 'SUCCESS' or doc.status == 'FAILURE'
+      or doc.status == 'REVOKED') then return 2 end
+end
 local state, info = current(ARGV[1], ARGV[2])
 if not state then return 0 end
+local attempt, tag = tonumber(ARGV[5]), ARGV[6] or ''
+if state == 'running' and ARGV[7] ~= '1' and tag ~= '' and type(info.tag) == 'string'
+    and info.tag ~= tag and attempt <= (tonumber(info.attempts) or 0) then
+  return info.tag
+end
 if state ~= 'running' then set_state(ARGV[1], state, 'running') end
 info.worker = ARGV[4]
-info.attempts = tonumber(ARGV[5])
+info.attempts = attempt
+if tag ~= '' then info.tag = tag end
 if info.started == nil or info.started == cjson.null then info.started = tonumber(ARGV[3]) end
 redis.call('HSET', INFO, ARGV[1], cjson.encode(info))
 return 1

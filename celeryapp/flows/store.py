@@ -48,11 +48,15 @@ def _no_gc():
             gc.enable()
 
 
+TASK_KEY = "celery-task-meta-{}"  # Celery's Redis result key of a task (the step's start)
+
+
 class FlowStore:
-    def __init__(self, client, expires: int, retry_for: float = 30.0):
+    def __init__(self, client, expires: int, retry_for: float = 30.0, task_key=None):
         self.client = client
         self.expires = expires
         self.retry_for = retry_for
+        self.task_key = task_key or TASK_KEY.format  # task id -> its result key
 
     # --- writing: one script per change ---------------------------------------------
     def run(self, name: str, flow_id: str, *args):
@@ -60,10 +64,12 @@ class FlowStore:
         ``retry_for`` seconds (backoff 0.05 s doubling to 2 s)."""
         deadline = time.monotonic() + self.retry_for
         delay = 0.05
+        keys = layout.keys(flow_id)
+        if name == "started":  # it reads the task's stored state (args: step, task id, ...)
+            keys.append(self.task_key(args[1]))
         while True:
             try:
-                return _registered(self.client)[name](layout.keys(flow_id), list(args),
-                                                      client=self.client)
+                return _registered(self.client)[name](keys, list(args), client=self.client)
             except RETRYABLE as exc:
                 if time.monotonic() + delay > deadline:
                     raise

@@ -3,17 +3,16 @@
 * **A message delivered again after its task ended.** kombu marks a restored message
   ``redelivered`` (its worker died, or the visibility timeout passed); when the task's
   final state is stored, the work was done: a second run would spend it again (an agent
-  run's money) and could overwrite its result. It is acknowledged unrun. One GET, only
-  for redelivered messages and workflow steps.
-* **A workflow step is checked on every delivery.** The repair pass publishes a step
-  again, under its one task id, when its first publish was not recorded. A copy that
-  arrives after the step ended is acknowledged unrun and the step's transition applied
-  now. A copy that arrives while another copy of the same attempt is held by a live
-  worker (reserved or running) is acknowledged unrun too: each attempt of a step is
-  claimed by one message (:func:`celeryapp.core.holders.claim_run`, in the broker's Redis;
-  one script per step start). The same message delivered again - its worker died, its
-  pool process died - takes the claim back. Under ``TURBO_STOCK_CELERY`` no holder is
-  recorded: every copy runs, as before.
+  run's money) and could overwrite its result. It is acknowledged unrun.
+* **A workflow step, on every delivery.** The repair pass publishes a step again, under
+  its one task id, when its first publish was not recorded. The step's start transition
+  (one script, in the start hook: :func:`start_step`) checks both cases at no extra round
+  trip: a copy that arrives after the step ended is acknowledged unrun and the step's
+  transition applied now; a copy of an attempt that another message started already is
+  acknowledged unrun while a live worker holds that message (kombu's unacked records name
+  their holder: :mod:`celeryapp.core.holders`). The same message delivered again - its
+  worker or its pool process died - or a copy whose holder is gone, runs. Under
+  ``TURBO_STOCK_CELERY`` no holder is recorded: a copy runs, as before.
 
 :class:`CheckedTask` is the app's base task class (``Celery(task_cls=...)``), so plain
 ``@app.task`` steps of a workflow are checked as the query and agent tasks are.
@@ -25,13 +24,14 @@ import logging
 from celery import states
 from celery.exceptions import Ignore
 
-from celeryapp.core.holders import claim_run
-from celeryapp.core.names import FLOW_HEADER, RUN_CLAIM_KEY, STEP_HEADER, header
+from celeryapp import flows
+from celeryapp.core.holders import held_by_live
+from celeryapp.core.names import FLOW_HEADER, STEP_HEADER, header
 from celeryapp.overrides.redaction import RedactingTask
 
 log = logging.getLogger(__name__)
 
-COPY_OF = "turbo_copy_of"  # request attribute: the delivery tag of the live copy running
+STEP_START = "turbo_step_start"  # request attribute: what the start transition replied
 
 
 class CheckedTask(RedactingTask):
@@ -43,15 +43,49 @@ class CheckedTask(RedactingTask):
         return super().__call__(*args, **kwargs)
 
 
+def start_step(task, flow: str) -> None:
+    """The start transition of a workflow step (the task_prerun hook); its reply is kept
+    on the request for :func:`skip_if_done`. A failure is Celery's to log (the step runs)."""
+    request = task.request
+    step = header(request, STEP_HEADER)
+    tag = str((getattr(request, "properties", None) or {}).get("delivery_tag") or "")
+    args = (flow, step, request.id, request.hostname, (request.retries or 0) + 1, tag)
+    reply = flows.step_started(*args)
+    if isinstance(reply, str) and not _held_by_live(task, reply):
+        reply = flows.step_started(*args, take_over=True)  # the other copy's worker is gone
+    setattr(request, STEP_START, reply)
+
+
+def _held_by_live(task, tag: str) -> bool:
+    try:
+        with task.app.pool.acquire(block=True) as connection:
+            with connection.default_channel.conn_or_acquire() as client:
+                return held_by_live(client, tag)
+    except Exception as exc:  # noqa: BLE001 - run it, as without the check
+        log.warning("%s[%s] could not check who holds message %s (%r): running this copy",
+                    task.name, task.request.id, tag, exc)
+        return False
+
+
 def skip_if_done(task) -> None:
     """Raise Ignore (the message is acknowledged, nothing stored) when this delivery must
-    not run: its task ended already, or it is a second copy of a running workflow step
-    (:func:`held_elsewhere`, called by the step's start hook)."""
+    not run: its task ended already, or it is a second copy of a running workflow step."""
     request = task.request
+    if request.id is None or request.is_eager:
+        return
+    flow = header(request, FLOW_HEADER)
+    started = getattr(request, STEP_START, None) if flow else None
+    if started is not None and started != flows.ENDED:
+        if isinstance(started, str):
+            log.warning("%s[%s] workflow %s step %s: a copy of this attempt is running "
+                        "(message %s, held by a live worker): this one is acknowledged "
+                        "without running", task.name, request.id, flow,
+                        header(request, STEP_HEADER), started)
+            raise Ignore()
+        return  # the start transition found no final state stored
     redelivered = (getattr(request, "redelivered", None)
                    or (request.delivery_info or {}).get("redelivered"))
-    flow = header(request, FLOW_HEADER)
-    if not (redelivered or flow) or request.id is None or request.is_eager:
+    if not (redelivered or flow):
         return
     try:
         meta = task.backend.get_task_meta(request.id, cache=False)
@@ -64,37 +98,19 @@ def skip_if_done(task) -> None:
         log.warning("%s[%s] %s after it ended %s: acknowledged without running it again",
                     task.name, request.id, "redelivered" if redelivered else "delivered again",
                     state)
-        from celeryapp.worker.hooks import settle_redelivered
-
         settle_redelivered(request, meta)  # a workflow step: its transition, now
         raise Ignore()
-    other = getattr(request, COPY_OF, None)
-    if other:
-        log.warning("%s[%s] workflow %s step %s: a copy of this attempt is running (message "
-                    "%s, held by a live worker): this one is acknowledged without running",
-                    task.name, request.id, flow, header(request, STEP_HEADER), other)
-        raise Ignore()
 
 
-def held_elsewhere(task) -> str | None:
-    """Claim this attempt of a workflow step for this message; the delivery tag of the
-    live copy that has it (this one must not run), else None. Never raises: without the
-    broker the step runs, as without the check."""
-    request = task.request
-    tag = (getattr(request, "properties", None) or {}).get("delivery_tag")
-    if not tag or request.id is None or request.is_eager:
-        return None
-    key = RUN_CLAIM_KEY.format(task_id=request.id, retries=request.retries or 0)
-    app = task.app
-    expires = (app.conf.broker_transport_options or {}).get("visibility_timeout", 3600)
+def settle_redelivered(request, meta) -> None:
+    """A message of a workflow step whose task already ended (acknowledged unrun): apply the transition its stored state calls for, so the workflow moves on
+    now rather than at the next repair pass (its worker died between the stored result and
+    the transition). Never raises: the repair pass is the backstop."""
+    flow = header(request, FLOW_HEADER)
+    if not flow:
+        return
     try:
-        with app.pool.acquire(block=True) as connection:
-            with connection.default_channel.conn_or_acquire() as client:
-                other = claim_run(client, key, str(tag), int(expires * 1000))
-    except Exception as exc:  # noqa: BLE001 - the broker is away: run, as without it
-        log.warning("%s[%s] could not claim its run (%r): running it", task.name, request.id,
-                    exc)
-        return None
-    if other:
-        setattr(request, COPY_OF, other)
-    return other
+        flows.settle(flow, header(request, STEP_HEADER), request.id, meta)
+    except Exception as exc:
+        log.warning("workflow %s: step %s: transition of its redelivered task %s failed: %r",
+                    flow, header(request, STEP_HEADER), request.id, exc)

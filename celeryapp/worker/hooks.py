@@ -18,7 +18,7 @@ from celery import signals
 from celeryapp import flows
 from celeryapp.core.names import EXPAND_HEADER, FLOW_HEADER, NOTIFY_HEADER, STEP_HEADER, header
 from celeryapp.notices import notify_later, summary
-from celeryapp.worker.delivery import held_elsewhere
+from celeryapp.worker.delivery import start_step
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,8 @@ def _started(sender=None, task_id=None, task=None, **_):
     # other tasks enter the recent list with their first stored state (overrides/backend.py)
     request = task.request
     flow = header(request, FLOW_HEADER)
-    if flow and not held_elsewhere(task):  # a second copy of a running step: not started
-        flows.step_started(flow, header(request, STEP_HEADER), task_id, request.hostname,
-                           request.retries + 1)
+    if flow:  # checked there: a step that ended already, a second copy of a running one
+        start_step(task, flow)
 
 
 @signals.task_success.connect
@@ -65,21 +64,6 @@ def _revoked(sender=None, request=None, **_):
     if flow:
         flows.step_revoked(flow, header(request, STEP_HEADER), request.id)
     _notify_task(request, "REVOKED", None)
-
-
-def settle_redelivered(request, meta) -> None:
-    """A redelivered message of a workflow step whose task already ended (TurboTask acks
-    it unrun): apply the transition its stored state calls for, so the workflow moves on
-    now rather than at the next repair pass (its worker died between the stored result and
-    the transition). Never raises: the repair pass is the backstop."""
-    flow = header(request, FLOW_HEADER)
-    if not flow:
-        return
-    try:
-        flows.settle(flow, header(request, STEP_HEADER), request.id, meta)
-    except Exception as exc:
-        log.warning("workflow %s: step %s: transition of its redelivered task %s failed: %r",
-                    flow, header(request, STEP_HEADER), request.id, exc)
 
 
 def _notify_task(request, state: str, result) -> None:

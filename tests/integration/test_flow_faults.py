@@ -100,6 +100,68 @@ def test_transitions_are_idempotent_and_counters_fan_in(celery_app):
     assert all(0 < client.ttl(layout.key(flow_id, part)) for part in layout.PARTS)
 
 
+def test_a_step_start_names_its_message_and_refuses_a_copy(celery_app, broker_client):
+    """The start transition records the message (delivery tag) that starts the attempt. A
+    second message of the same attempt gets that tag back and runs only where no live worker
+    holds it (worker/delivery.start_step); the same message again (a redelivery), a retry
+    (the next attempt) and a take-over start. A task whose final state is stored does not."""
+    from celeryapp.core import holders
+    from celeryapp.core.names import FLOW_HEADER, STEP_HEADER
+    from celeryapp.flows import engine, layout
+    from celeryapp.worker import delivery
+
+    store = engine._store()
+    flow_id, state = engine.prepare({"name": "copies", "steps": {"a": {"query": "SELECT 1"}}})
+    store.create(flow_id, state)
+    task_id = layout.step_task_id(flow_id, "a")
+    assert _pairs(store.run("start", flow_id, flow_id, 1.0)) == [("a", task_id)]
+
+    def started(tag, attempt=1, take_over=False):
+        return engine.step_started(flow_id, "a", task_id, "w@x", attempt, tag, take_over)
+
+    assert started("m1") == engine.STARTED
+    assert started("m2") == "m1"  # a copy: told which message runs the attempt
+    assert started("m1") == engine.STARTED  # the same message delivered again
+    assert started("m2", take_over=True) == engine.STARTED
+    assert started("m1") == "m2"
+    assert started("m3", attempt=2) == engine.STARTED  # a retry is a new attempt
+    assert "tag" not in flows.get_state(flow_id)["steps"]["a"]
+
+    # the start hook: a live holder keeps its attempt, a dead one's is taken over
+    holder = f"test-holder-{uuid.uuid4().hex[:8]}"
+    broker_client.hset(holders.HOLDERS_KEY, "m3", holder)
+    broker_client.set(holders.beat_key(holder), "1", px=60_000)
+    from tasks.query import run_query as task
+
+    def start(tag):  # as the task_prerun hook calls it, with Celery's request context
+        task.push_request(id=task_id, retries=1, hostname="w@y",
+                          properties={"delivery_tag": tag},
+                          headers={FLOW_HEADER: flow_id, STEP_HEADER: "a"})
+        try:
+            delivery.start_step(task, flow_id)
+            return getattr(task.request, delivery.STEP_START)
+        finally:
+            task.pop_request()
+
+    try:
+        assert start("m4") == "m3"  # m3's worker is alive: m4 must not run
+        broker_client.delete(holders.beat_key(holder))  # m3's worker is gone
+        assert start("m4") == engine.STARTED
+        assert flows.get_state(flow_id)["steps"]["a"]["worker"] == "w@y"
+    finally:
+        broker_client.hdel(holders.HOLDERS_KEY, "m3")
+        broker_client.delete(holders.beat_key(holder))
+
+    # a final state stored: the start does nothing and says so
+    before = _snapshot(store.client, flow_id)
+    store.client.set(celery_app.backend.get_key_for_task(task_id),
+                     json.dumps({"status": "SUCCESS", "result": 1, "task_id": task_id}))
+    assert started("m5", attempt=3) == engine.ENDED
+    assert _snapshot(store.client, flow_id) == before
+    store.client.delete(celery_app.backend.get_key_for_task(task_id))
+    store.forget(flow_id)
+
+
 def test_expansion_is_applied_atomically_and_refuses_existing_names(celery_app):
     from celeryapp.flows import engine, layout
 

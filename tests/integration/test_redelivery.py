@@ -101,32 +101,3 @@ def test_a_poison_message_ends_failed_after_bounded_requeues(start_worker, celer
     assert len(marker.read_text().splitlines()) == 3  # and no more: it is not looping
     assert worker.process.poll() is None  # the worker lives on
     assert celery_app.backend.get_task_meta(handle.id, cache=False)["status"] == "FAILURE"
-
-
-def test_one_message_holds_a_run_while_its_holder_lives(broker_client):
-    """holders.claim_run, the check behind a workflow step's copies (worker/delivery.py):
-    a copy (another delivery tag) does not take the claim from a live holder's message;
-    the same message delivered again does; a dead holder's message loses it."""
-    import uuid
-
-    from celeryapp.core import holders
-
-    key = f"turbo:run:test-{uuid.uuid4().hex}:0"
-    first, copy = f"tag-{uuid.uuid4().hex}", f"tag-{uuid.uuid4().hex}"
-    holder = f"test-holder-{uuid.uuid4().hex[:8]}"
-    broker_client.hset(holders.HOLDERS_KEY, first, holder)
-    broker_client.set(holders.beat_key(holder), "1", px=60_000)
-    try:
-        assert holders.claim_run(broker_client, key, first, 60_000) is None
-        assert holders.claim_run(broker_client, key, copy, 60_000) == first
-        assert holders.claim_run(broker_client, key, first, 60_000) is None  # redelivered
-        assert 0 < broker_client.pttl(key) <= 60_000
-        broker_client.delete(holders.beat_key(holder))  # the first one's worker is gone
-        assert holders.claim_run(broker_client, key, copy, 60_000) is None
-        assert broker_client.get(key).decode() == copy
-        # the copy's message has no holder record (acked, or never recorded: stock kombu)
-        assert holders.claim_run(broker_client, key, first, 60_000) is None
-        assert broker_client.get(key).decode() == first
-    finally:
-        broker_client.hdel(holders.HOLDERS_KEY, first, copy)
-        broker_client.delete(key, holders.beat_key(holder))

@@ -23,6 +23,7 @@ def reference(specs: dict, states: dict, infos: dict, results: dict) -> dict:
         static = json.loads(specs[name])
         info = json.loads(infos.get(name, b"{}"))
         info.pop("claimed", None)
+        info.pop("tag", None)
         step = {**flowstate.NO_INFO, "attempts": 0, **info,
                 "state": states.get(name, b"?").decode(),
                 "result": json.loads(results.get(name, b"null")),
@@ -49,7 +50,7 @@ def records(steps: list[tuple[str, dict, str, dict | None, object]]):
 def test_recorded_fields_replace_defaults_and_the_order_is_the_specs():
     specs, states, infos, results = records([
         ("b", {"kind": "query", "needs": [], "spec": {"query": "SELECT 1"}}, "succeeded",
-         {"task_id": "t-b", "claimed": 1.0, "queued": 2.0, "worker": "w", "attempts": 2,
+         {"task_id": "t-b", "claimed": 1.0, "tag": "m-1", "queued": 2.0, "worker": "w", "attempts": 2,
           "started": 3.0, "ended": 4.0}, {"row_count": 1}),
         ("a", {"kind": "agent", "needs": ["b"], "spec": {"agent": "hi"}, "added_by": "b"},
          "pending", None, None),
@@ -58,7 +59,7 @@ def test_recorded_fields_replace_defaults_and_the_order_is_the_specs():
     assert list(state["steps"]) == ["b", "a"]  # spec order, not name order
     b, a = state["steps"]["b"], state["steps"]["a"]
     assert b["task_id"] == "t-b" and b["attempts"] == 2 and b["queued"] == 2.0
-    assert "claimed" not in b and b["error"] is None and b["result"] == {"row_count": 1}
+    assert "claimed" not in b and "tag" not in b and b["error"] is None and b["result"] == {"row_count": 1}
     assert a == {**flowstate.NO_INFO, "attempts": 0, "state": "pending", "result": None,
                  "kind": "agent", "needs": ["b"], "spec": {"agent": "hi"}, "added_by": "b"}
     assert state["steps"] == reference(specs, states, infos, results)
@@ -99,7 +100,7 @@ scalars = st.none() | st.booleans() | st.integers(-2 ** 60, 2 ** 60) | st.text(m
     | st.floats(allow_nan=False, allow_infinity=False)
 docs = st.dictionaries(st.sampled_from(["row_count", "engine", "value", "x"]), scalars, max_size=3)
 infos_st = st.none() | st.fixed_dictionaries({}, optional={
-    "task_id": st.text(max_size=10), "claimed": st.floats(0, 1e10), "queued": st.floats(0, 1e10),
+    "task_id": st.text(max_size=10), "claimed": st.floats(0, 1e10), "tag": st.text(max_size=5), "queued": st.floats(0, 1e10),
     "worker": st.text(max_size=5), "attempts": st.integers(0, 9), "error": st.text(max_size=20),
     "skipped_because": names, "ended": st.floats(0, 1e10)})
 
