@@ -298,13 +298,19 @@ def _after(store: FlowStore, flow_id: str, reply) -> list[str]:
 
 
 def _send_notice(store: FlowStore, flow_id: str) -> int:
-    if not int(store.run("notice", flow_id, flow_id)):
-        return 0  # no notice asked for, or another caller sent it
+    """Send the workflow's notice if this caller is the one to (scripts.NOTICE: the first,
+    or the repair pass once a sender held it past TURBO_FLOW_DISPATCH_GRACE and died): at
+    least once. A failed send leaves it to the repair pass."""
+    grace = get_settings().flow_dispatch_grace
+    if not int(store.run("notice", flow_id, flow_id, time.time(), grace)):
+        return 0  # no notice asked for, or another caller sends it
     state = get_state(flow_id)
+    sent = 0
     if state and state.get("notify"):
         notify_later("flow", flow_id, state["state"], flow_report(state), state["notify"])
-        return 1
-    return 0
+        sent = 1
+    store.run("noticed", flow_id, flow_id)
+    return sent
 
 
 def _new_step(step: StepSpec) -> dict:

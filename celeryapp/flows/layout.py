@@ -4,7 +4,8 @@ One workflow is nine keys in the result backend's Redis, all expiring with the r
 (``result_expires``), plus its id in one global sorted set while it runs::
 
     turbo:flow:<id>:meta      hash  name, state, created, ended, notify (JSON), defaults (JSON),
-                                    total, n:<state> (steps per state), notice (due|sent)
+                                    total, n:<state> (steps per state), notice (due|
+                                    sending|sent: an outbox), notice_at
     turbo:flow:<id>:spec      hash  step -> static JSON {i (order), kind, needs, spec, added_by}
     turbo:flow:<id>:children  hash  step -> JSON list of the steps that need it
     turbo:flow:<id>:state     hash  step -> pending|dispatching|queued|running|succeeded|...

@@ -10,7 +10,8 @@ never O(workflow): no whole-document rewrite, no lock.
 Replies are flat arrays: ``{code, final_state_or_'', step, task_id, step, task_id, ...}``
 where the (step, task id) pairs are steps the script claimed as "dispatching": the caller
 publishes them (outside any lock) and then marks them "queued". ``final_state`` is set
-when this very call ended the workflow, so exactly one caller sends its notice.
+when this very call ended the workflow, so one caller sends its notice (NOTICE: at least
+once).
 Standard library only: the ``turbo`` shell runs the creation script too.
 """
 from __future__ import annotations
@@ -302,16 +303,33 @@ end
 return out
 """
 
-# ARGV: flow id. The one caller that turns the notice from due to sent sends it.
+# ARGV: flow id, now, grace. The notice is an outbox entry: "due" when the workflow ended,
+# "sending" (since ``notice_at``) while one caller sends it, "sent" once it went out
+# (NOTICED). Replies 1 to the one caller that is to send it: the first, or a later one
+# when a sender has held it past ``grace`` seconds (it died before NOTICED: at least once).
 NOTICE = PRELUDE + r"""
-if redis.call('HGET', META, 'notice') ~= 'due' then
-  if redis.call('HGET', META, 'state') ~= 'running' then redis.call('ZREM', RUNNING, ARGV[1]) end
-  return 0
+local notice = redis.call('HGET', META, 'notice')
+local now = tonumber(ARGV[2])
+if notice == 'due' or (notice == 'sending'
+    and (tonumber(redis.call('HGET', META, 'notice_at')) or 0) < now - tonumber(ARGV[3])) then
+  redis.call('HSET', META, 'notice', 'sending', 'notice_at', now)
+  return 1
 end
-redis.call('HSET', META, 'notice', 'sent')
-redis.call('ZREM', RUNNING, ARGV[1])
+if notice ~= 'sending' and redis.call('HGET', META, 'state') ~= 'running' then
+  redis.call('ZREM', RUNNING, ARGV[1])
+end
+return 0
+"""
+
+# ARGV: flow id. The notice went out: the workflow leaves the repair pass's set.
+NOTICED = PRELUDE + r"""
+if redis.call('HGET', META, 'notice') == 'sending' then
+  redis.call('HSET', META, 'notice', 'sent')
+end
+if redis.call('HGET', META, 'state') ~= 'running' then redis.call('ZREM', RUNNING, ARGV[1]) end
 return 1
 """
 
 ALL = {"create": CREATE, "start": START, "started": STARTED, "queued": QUEUED,
-       "succeeded": SUCCEEDED, "failed": FAILED, "cancel": CANCEL, "notice": NOTICE}
+       "succeeded": SUCCEEDED, "failed": FAILED, "cancel": CANCEL, "notice": NOTICE,
+       "noticed": NOTICED}

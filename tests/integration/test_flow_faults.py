@@ -162,6 +162,36 @@ def test_a_step_start_names_its_message_and_refuses_a_copy(celery_app, broker_cl
     store.forget(flow_id)
 
 
+def test_a_notice_is_an_outbox_entry_sent_at_least_once(celery_app):
+    """A workflow's notice: one caller takes it to send; if that sender dies before it marks
+    the notice sent, a caller after the grace (the repair pass) sends it again; once sent,
+    never again, and the workflow leaves the repair pass's set."""
+    from celeryapp.core.names import FLOWS_RUNNING_KEY
+    from celeryapp.flows import engine, layout
+
+    store = engine._store()
+    flow_id, state = engine.prepare({"name": "outbox", "steps": {"a": {"query": "SELECT 1"}}},
+                                    notify={"webhook": "http://127.0.0.1:9/hook"})
+    store.create(flow_id, state)
+    task_id = _pairs(store.run("start", flow_id, flow_id, 1.0))[0][1]
+    final = store.run("succeeded", flow_id, flow_id, "a", task_id, 2.0, "null", "")
+    assert _text(final[1]) == "succeeded"
+    meta = layout.key(flow_id, "meta")
+    assert store.client.hget(meta, "notice") == b"due"
+    assert store.run("notice", flow_id, flow_id, 3.0, 30) == 1  # this caller sends it
+    assert store.run("notice", flow_id, flow_id, 4.0, 30) == 0  # another, meanwhile: not
+    assert store.client.zscore(FLOWS_RUNNING_KEY, flow_id) is not None  # still watched
+    assert store.run("notice", flow_id, flow_id, 34.0, 30) == 1  # the sender died: again
+    store.run("noticed", flow_id, flow_id)
+    assert store.client.hget(meta, "notice") == b"sent"
+    assert store.client.zscore(FLOWS_RUNNING_KEY, flow_id) is None
+    assert store.run("notice", flow_id, flow_id, 99.0, 30) == 0
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def test_expansion_is_applied_atomically_and_refuses_existing_names(celery_app):
     from celeryapp.flows import engine, layout
 

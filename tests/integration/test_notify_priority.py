@@ -96,3 +96,28 @@ def test_critical_task_overtakes_low_ones_on_a_saturated_worker(start_worker):
     overtaken = sum(done_at(low) > done_at(critical) for low in lows)
     # the worker may hold one low task already reserved behind the blocker
     assert overtaken >= 19, f"critical ran after {20 - overtaken} of 20 low tasks"
+
+
+def test_a_workflow_notice_whose_sender_died_is_sent_by_the_repair_pass(shared_worker, webhook):
+    """The notice is an outbox entry (flows/scripts.NOTICE): a sender that took it and died
+    before sending it leaves it "sending"; past the grace the repair pass sends it. (One
+    that died after sending it is deduplicated by turbo.notify's own marker.)"""
+    from celeryapp.flows import engine, layout
+
+    flow_id = flows.submit({"name": "resent", "steps": {"ok": {"query": "SELECT 1"}}},
+                           notify={"webhook": webhook.url})
+    assert webhook.received.get(timeout=WAIT)["id"] == flow_id
+    store = engine._store()
+    assert store.client.hget(layout.key(flow_id, "meta"), "notice") == b"sent"
+    # as if the sender had died between taking the notice and sending it, long ago
+    store.client.delete(f"turbo:notified:flow:{flow_id}")
+    store.client.hset(layout.key(flow_id, "meta"), mapping={"notice": "sending",
+                                                            "notice_at": 0, "ended": 1})
+    store.client.zadd("turbo:flows:running", {flow_id: time.time()})
+    flows.repair()  # (or the worker's own repair thread, whichever comes first)
+    again = webhook.received.get(timeout=WAIT)
+    assert again["id"] == flow_id and again["state"] == "succeeded"
+    assert store.client.hget(layout.key(flow_id, "meta"), "notice") == b"sent"
+    assert flows.repair()["notices"] == 0
+    time.sleep(2)
+    assert webhook.received.empty(), "sent again more than once"
