@@ -144,7 +144,8 @@ class Settings(BaseSettings):
     flow_repair_interval: float = Field(default=15.0, ge=0, allow_inf_nan=False)
     # a step claimed for dispatch this long ago and still not published is published again
     flow_dispatch_grace: float = Field(default=30.0, gt=0, allow_inf_nan=False)
-    # how long a worker hook retries a workflow transition while Redis is unreachable
+    # how long a worker hook retries a workflow transition while Redis is unreachable; the
+    # repair pass leaves a step whose task ended to its hook for this long plus 2 s
     flow_retry_seconds: float = Field(default=30.0, ge=0, allow_inf_nan=False)
 
     @field_validator("host")

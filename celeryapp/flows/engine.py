@@ -206,14 +206,19 @@ def settle(flow_id: str, step_name: str, task_id: str, meta: Mapping) -> bool:
 
 
 # --- repair ------------------------------------------------------------------------------
-def repair(grace: float | None = None, settle_after: float = SETTLE) -> dict[str, int]:
+def repair(grace: float | None = None, settle_after: float | None = None) -> dict[str, int]:
     """One pass over running workflows' in-flight steps: a step whose task ended gets its
     transition; a step claimed more than ``grace`` s ago (TURBO_FLOW_DISPATCH_GRACE) and
     never published is published again under the same task id; a workflow with nothing in
     flight is started again (a lost start). Safe to run anywhere, any time: every change
-    is an idempotent transition; a task that ended less than ``settle_after`` s ago is left
-    to its own hook. Returns what it did (counts)."""
-    grace = get_settings().flow_dispatch_grace if grace is None else grace
+    is an idempotent transition. A task that ended less than ``settle_after`` s ago is left
+    to its own hook: by default as long as the hook retries a transition
+    (TURBO_FLOW_RETRY_SECONDS) plus 2 s, so that a step's ``on_complete`` is not run by
+    both. Returns what it did (counts)."""
+    settings = get_settings()
+    grace = settings.flow_dispatch_grace if grace is None else grace
+    if settle_after is None:
+        settle_after = SETTLE + settings.flow_retry_seconds
     store = _store()
     backend = _app().backend
     done = {"flows": 0, "settled": 0, "republished": 0, "started": 0, "notices": 0}

@@ -20,7 +20,8 @@ from celeryapp import flows
 from celeryapp.dev.localredis import LocalRedis
 
 WAIT = 90
-FAST_REPAIR = {"TURBO_FLOW_REPAIR_INTERVAL": "1", "TURBO_FLOW_DISPATCH_GRACE": "3"}
+FAST_REPAIR = {"TURBO_FLOW_REPAIR_INTERVAL": "1", "TURBO_FLOW_DISPATCH_GRACE": "3",
+               "TURBO_FLOW_RETRY_SECONDS": "5"}  # repair settles 7 s after a task ended
 
 
 def _snapshot(client, flow_id: str) -> dict:
@@ -231,7 +232,7 @@ def _runs(log: str) -> Counter:
 
 def test_worker_killed_between_result_and_dispatch_still_finishes(start_worker):
     """SIGKILL of the pool process right after the step's result is stored, before its
-    transition: the broker redelivers the message, TurboTask acks it unrun (its result is
+    transition: the broker redelivers the message, its start check acks it unrun (its result is
     there) and applies the transition; the workflow finishes, no step ran twice."""
     queue = f"q-{uuid.uuid4().hex[:8]}"
     worker = start_worker(queues=queue, concurrency=2,
