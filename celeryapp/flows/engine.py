@@ -103,7 +103,7 @@ def wait(flow_id: str, timeout: float = 600, interval: float = 0.1) -> dict:
     while True:
         found = store.meta(flow_id)
         if found is None:
-            raise KeyError(f"no workflow {flow_id!r} (expired or never submitted)")
+            raise KeyError(store.missing(flow_id))
         if found["state"] != "running":
             return get_state(flow_id)
         if time.monotonic() > deadline:
@@ -125,7 +125,7 @@ def cancel(flow_id: str) -> dict:
         _send_notice(store, flow_id)
     state = get_state(flow_id)
     if state is None:
-        raise KeyError(f"no workflow {flow_id!r} (expired or never submitted)")
+        raise KeyError(store.missing(flow_id))
     return state
 
 

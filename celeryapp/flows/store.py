@@ -48,6 +48,7 @@ def _no_gc():
             gc.enable()
 
 
+LEGACY_KEY = "turbo:flow:{}"  # a workflow stored before the per-step layout (one document)
 TASK_KEY = "celery-task-meta-{}"  # Celery's Redis result key of a task (the step's start)
 
 
@@ -149,6 +150,14 @@ class FlowStore:
                                 records["info"], records["result"])
         state.update(total=meta["total"], counts=meta["counts"])
         return state
+
+    def missing(self, flow_id: str) -> str:
+        """Why ``flow_id`` has no state to read (an error message)."""
+        if self.client.exists(LEGACY_KEY.format(flow_id)):
+            return (f"workflow {flow_id!r} was stored by an earlier version of Agent Turbo (one "
+                    f"document, {LEGACY_KEY.format(flow_id)}), which this version does not "
+                    f"read; it expires with the results")
+        return f"no workflow {flow_id!r} (expired or never submitted)"
 
     def inflight(self, flow_id: str) -> list[str]:
         return sorted({_text(n) for n in self.client.smembers(layout.key(flow_id, "inflight"))}

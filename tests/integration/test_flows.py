@@ -239,3 +239,21 @@ def test_get_state_and_summary_of_a_big_workflow_read_alike_in_the_shell(celery_
 
     store.forget(flow_id)
     store.client.delete(*layout.keys(flow_id)[:-1])
+
+
+def test_a_workflow_stored_by_an_earlier_version_gets_a_clear_error(celery_app):
+    """Workflows from before the per-step layout (one JSON document) are not read: waiting
+    on or cancelling one says so instead of "never submitted"."""
+    from celeryapp.flows import engine
+
+    flow_id = str(uuid.uuid4())
+    client = engine._store().client
+    client.set(f"turbo:flow:{flow_id}", json.dumps({"id": flow_id, "steps": {}}), ex=60)
+    try:
+        for call in (flows.wait, flows.cancel):
+            with pytest.raises(KeyError, match="stored by an earlier version"):
+                call(flow_id)
+        with pytest.raises(KeyError, match="expired or never submitted"):
+            flows.wait(str(uuid.uuid4()))
+    finally:
+        client.delete(f"turbo:flow:{flow_id}")
