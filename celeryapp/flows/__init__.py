@@ -14,7 +14,7 @@ The names below load on first use, so that the ``turbo`` shell can import
 """
 from __future__ import annotations
 
-_ENGINE = ("ENDED", "STALE", "STARTED", "TERMINAL", "cancel", "dispatch_ready", "flow_report", "get_state", "prepare",
+_ENGINE = ("CANCELLED", "ENDED", "STALE", "STARTED", "TERMINAL", "cancel", "dispatch_ready", "flow_report", "get_state", "prepare",
            "repair", "settle", "step_failed", "step_revoked", "step_started", "step_succeeded",
            "submit", "summary_state", "wait")
 

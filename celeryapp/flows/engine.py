@@ -138,14 +138,14 @@ def dispatch_ready(flow_id: str) -> list[str]:
 
 
 # --- transitions (worker hooks, celeryapp.worker.hooks) ----------------------------------
-STARTED, STALE, ENDED = 1, 0, 2  # step_started's replies, beside another message's tag
+STARTED, STALE, ENDED, CANCELLED = 1, 0, 2, 3  # step_started's replies (or another tag)
 
 
 def step_started(flow_id: str, step_name: str, task_id: str, worker: str, attempt: int,
                  tag: str = "", take_over: bool = False) -> int | str:
     """Record that the message ``tag`` starts this attempt of the step. Replies STARTED,
     STALE (not in flight under this task id: nothing changed), ENDED (the task's final
-    state is stored already) or the tag of another message that started this attempt
+    state is stored already), CANCELLED (the step was cancelled with its workflow) or the tag of another message that started this attempt
     (a copy: see celeryapp/worker/delivery.py; ``take_over`` once its holder is dead)."""
     reply = _store().run("started", flow_id, step_name, task_id, time.time(), worker, attempt,
                          tag, "1" if take_over else "")

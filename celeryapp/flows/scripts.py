@@ -156,9 +156,10 @@ return out
 # KEYS[11]: the task's result key. ARGV: step, task id, now, worker, attempt, the delivery
 # tag of the message starting it ('' unknown), '1' to take the step over from that tag.
 # Replies 1 (started), 0 (a stale event: nothing changed), 2 (the task's final state is
-# stored: not started; the caller applies its transition) or, when another message of this
-# attempt started the step already, that message's tag: the caller runs this copy only if
-# no live worker holds that message (then again with '1').
+# stored: not started; the caller applies its transition), 3 (the step was cancelled with
+# its workflow: not to run, whether or not this worker heard the revoke) or, when another
+# message of this attempt started the step already, that message's tag: the caller runs
+# this copy only if no live worker holds that message (then again with '1').
 STARTED = PRELUDE + r"""
 local meta = redis.call('GET', KEYS[11])
 if meta and (string.find(meta, 'SUCCESS', 1, true) or string.find(meta, 'FAILURE', 1, true)
@@ -168,7 +169,11 @@ if meta and (string.find(meta, 'SUCCESS', 1, true) or string.find(meta, 'FAILURE
       or doc.status == 'REVOKED') then return 2 end
 end
 local state, info = current(ARGV[1], ARGV[2])
-if not state then return 0 end
+if not state then
+  if redis.call('HGET', STATE, ARGV[1]) == 'cancelled'
+      and info_of(ARGV[1]).task_id == ARGV[2] then return 3 end
+  return 0
+end
 local attempt, tag = tonumber(ARGV[5]), ARGV[6] or ''
 if state == 'running' and ARGV[7] ~= '1' and tag ~= '' and type(info.tag) == 'string'
     and info.tag ~= tag and attempt <= (tonumber(info.attempts) or 0) then

@@ -12,7 +12,9 @@
   acknowledged unrun while a live worker holds that message (kombu's unacked records name
   their holder: :mod:`celeryapp.core.holders`). The same message delivered again - its
   worker or its pool process died - or a copy whose holder is gone, runs. Under
-  ``TURBO_STOCK_CELERY`` no holder is recorded: a copy runs, as before.
+  ``TURBO_STOCK_CELERY`` no holder is recorded: a copy runs, as before. A step cancelled
+  with its workflow is not run either, even by a worker that missed the revoke broadcast
+  (it was down, or is new): REVOKED is stored.
 
 :class:`CheckedTask` is the app's base task class (``Celery(task_cls=...)``), so plain
 ``@app.task`` steps of a workflow are checked as the query and agent tasks are.
@@ -75,6 +77,12 @@ def skip_if_done(task) -> None:
         return
     flow = header(request, FLOW_HEADER)
     started = getattr(request, STEP_START, None) if flow else None
+    if started == flows.CANCELLED:
+        log.warning("%s[%s] workflow %s step %s was cancelled with its workflow (this worker "
+                    "had not heard the revoke): acknowledged without running it", task.name,
+                    request.id, flow, header(request, STEP_HEADER))
+        task.backend.mark_as_revoked(request.id, "its workflow was cancelled", request=request)
+        raise Ignore()
     if started is not None and started != flows.ENDED:
         if isinstance(started, str):
             log.warning("%s[%s] workflow %s step %s: a copy of this attempt is running "

@@ -361,6 +361,28 @@ def test_a_plain_task_step_published_again_after_it_ended_is_not_run_again(start
     assert flows.get_state(flow_id)["steps"]["only"] == before["steps"]["only"]
 
 
+def test_a_cancelled_step_is_not_run_by_a_worker_that_missed_the_revoke(start_worker, tmp_path):
+    """A workflow cancelled while its step waits in a queue no worker consumes: the revoke
+    broadcast reaches nobody that will run it. The worker started afterwards does not run
+    the step either (its start transition says cancelled): acked unrun, REVOKED stored."""
+    from celery.result import AsyncResult
+
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "runs.log"
+    flow_id = flows.submit({"name": "missed", "defaults": {"queue": queue}, "steps": {
+        "only": {"agent": f"never [fake:log={log}]", "timeout": 60}}})
+    wait_for(lambda: flows.get_state(flow_id)["steps"]["only"]["state"] == "queued", 30,
+             "the step to be queued")
+    task_id = flows.get_state(flow_id)["steps"]["only"]["task_id"]
+    assert flows.cancel(flow_id)["state"] == "cancelled"
+    worker = start_worker(queues=queue, concurrency=1)  # started after the revoke
+    wait_for(lambda: re.search(rf"\[{task_id}\] workflow {flow_id} step only was cancelled",
+                               worker.log()), 30, "the step to be acked unrun")
+    assert not log.exists()
+    assert AsyncResult(task_id).state == "REVOKED"
+    assert flows.get_state(flow_id)["steps"]["only"]["state"] == "cancelled"
+
+
 TURBO = [str(Path(sys.executable).parent / "turbo")]
 
 
