@@ -14,9 +14,9 @@ The names below load on first use, so that the ``turbo`` shell can import
 """
 from __future__ import annotations
 
-_ENGINE = ("CANCELLED", "ENDED", "STALE", "STARTED", "TERMINAL", "cancel", "dispatch_ready", "flow_report", "get_state", "prepare",
-           "repair", "settle", "step_failed", "step_revoked", "step_started", "step_succeeded",
-           "submit", "summary_state", "wait")
+_ENGINE = ("CANCELLED", "ENDED", "STALE", "STARTED", "TERMINAL", "cancel", "dispatch_ready",
+           "flow_report", "get_state", "prepare", "repair", "settle", "step_failed",
+           "step_revoked", "step_started", "step_succeeded", "submit", "summary_state", "wait")
 
 __all__ = ["FlowSpecError", "creation_command", *_ENGINE]
 

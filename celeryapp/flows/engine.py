@@ -145,10 +145,12 @@ def step_started(flow_id: str, step_name: str, task_id: str, worker: str, attemp
                  tag: str = "", take_over: bool = False) -> int | str:
     """Record that the message ``tag`` starts this attempt of the step. Replies STARTED,
     STALE (not in flight under this task id: nothing changed), ENDED (the task's final
-    state is stored already), CANCELLED (the step was cancelled with its workflow) or the tag of another message that started this attempt
-    (a copy: see celeryapp/worker/delivery.py; ``take_over`` once its holder is dead)."""
+    state is stored already), CANCELLED (the step was cancelled with its workflow) or the
+    tag of another message that started this attempt (a copy: see
+    celeryapp/worker/delivery.py; ``take_over`` once its holder is dead)."""
     reply = _store().run("started", flow_id, step_name, task_id, time.time(), worker, attempt,
-                         tag, "1" if take_over else "")
+                         tag, "1" if take_over else "",
+                         keys=[_text(_app().backend.get_key_for_task(task_id))])
     return reply if isinstance(reply, int) else _text(reply)
 
 
@@ -530,6 +532,4 @@ def _app():
 
 def _store() -> FlowStore:
     settings = get_settings()
-    backend = _app().backend
-    return FlowStore(backend.client, settings.result_expires, settings.flow_retry_seconds,
-                     task_key=lambda task_id: _text(backend.get_key_for_task(task_id)))
+    return FlowStore(_app().backend.client, settings.result_expires, settings.flow_retry_seconds)

@@ -1,7 +1,7 @@
 """The Lua scripts that change a workflow: each transition is one atomic, idempotent script.
 
 KEYS are always :func:`.layout.keys` (nine per-workflow keys, then the running set; the
-start of a step adds the task's result key).
+start of a step adds the task's result key: ``FlowStore.run(keys=)``).
 A transition for a step checks the step's current state and task id first, so a repeated
 or late event ("succeeded" twice for the same task, a hook and the repair pass racing)
 changes nothing. The work of a transition is O(its children) (O(descendants) for a skip),
@@ -153,7 +153,7 @@ out[2] = maybe_finish(ARGV[1], ARGV[2])
 return out
 """
 
-# KEYS[11]: the task's result key. ARGV: step, task id, now, worker, attempt, the delivery
+# KEYS[11] (when given): the task's result key. ARGV: step, task id, now, worker, attempt, the delivery
 # tag of the message starting it ('' unknown), '1' to take the step over from that tag.
 # Replies 1 (started), 0 (a stale event: nothing changed), 2 (the task's final state is
 # stored: not started; the caller applies its transition), 3 (the step was cancelled with
@@ -161,7 +161,7 @@ return out
 # message of this attempt started the step already, that message's tag: the caller runs
 # this copy only if no live worker holds that message (then again with '1').
 STARTED = PRELUDE + r"""
-local meta = redis.call('GET', KEYS[11])
+local meta = KEYS[11] and redis.call('GET', KEYS[11])
 if meta and (string.find(meta, 'SUCCESS', 1, true) or string.find(meta, 'FAILURE', 1, true)
     or string.find(meta, 'REVOKED', 1, true)) then
   local ok, doc = pcall(cjson.decode, meta)

@@ -49,25 +49,22 @@ def _no_gc():
 
 
 LEGACY_KEY = "turbo:flow:{}"  # a workflow stored before the per-step layout (one document)
-TASK_KEY = "celery-task-meta-{}"  # Celery's Redis result key of a task (the step's start)
 
 
 class FlowStore:
-    def __init__(self, client, expires: int, retry_for: float = 30.0, task_key=None):
+    def __init__(self, client, expires: int, retry_for: float = 30.0):
         self.client = client
         self.expires = expires
         self.retry_for = retry_for
-        self.task_key = task_key or TASK_KEY.format  # task id -> its result key
 
     # --- writing: one script per change ---------------------------------------------
-    def run(self, name: str, flow_id: str, *args):
-        """Run script ``name`` for ``flow_id``, again on connection errors for up to
-        ``retry_for`` seconds (backoff 0.05 s doubling to 2 s)."""
+    def run(self, name: str, flow_id: str, *args, keys: tuple = ()):
+        """Run script ``name`` for ``flow_id`` (KEYS: the workflow's, then ``keys``), again
+        on connection errors for up to ``retry_for`` seconds (backoff 0.05 s doubling to
+        2 s)."""
         deadline = time.monotonic() + self.retry_for
         delay = 0.05
-        keys = layout.keys(flow_id)
-        if name == "started":  # it reads the task's stored state (args: step, task id, ...)
-            keys.append(self.task_key(args[1]))
+        keys = layout.keys(flow_id) + list(keys)
         while True:
             try:
                 return _registered(self.client)[name](keys, list(args), client=self.client)

@@ -83,14 +83,14 @@ def skip_if_done(task) -> None:
                     request.id, flow, header(request, STEP_HEADER))
         task.backend.mark_as_revoked(request.id, "its workflow was cancelled", request=request)
         raise Ignore()
-    if started is not None and started != flows.ENDED:
-        if isinstance(started, str):
-            log.warning("%s[%s] workflow %s step %s: a copy of this attempt is running "
-                        "(message %s, held by a live worker): this one is acknowledged "
-                        "without running", task.name, request.id, flow,
-                        header(request, STEP_HEADER), started)
-            raise Ignore()
+    if isinstance(started, str):
+        log.warning("%s[%s] workflow %s step %s: a copy of this attempt is running (message "
+                    "%s, held by a live worker): this one is acknowledged without running",
+                    task.name, request.id, flow, header(request, STEP_HEADER), started)
+        raise Ignore()
+    if started in (flows.STARTED, flows.STALE):
         return  # the start transition found no final state stored
+    # ENDED, or no start transition recorded (not a step, its hook failed): the stored state
     redelivered = (getattr(request, "redelivered", None)
                    or (request.delivery_info or {}).get("redelivered"))
     if not (redelivered or flow):
@@ -111,9 +111,10 @@ def skip_if_done(task) -> None:
 
 
 def settle_redelivered(request, meta) -> None:
-    """A message of a workflow step whose task already ended (acknowledged unrun): apply the transition its stored state calls for, so the workflow moves on
-    now rather than at the next repair pass (its worker died between the stored result and
-    the transition). Never raises: the repair pass is the backstop."""
+    """A message of a workflow step whose task already ended (acknowledged unrun): apply
+    the transition its stored state calls for, so the workflow moves on now rather than at
+    the next repair pass (its worker died between the stored result and the transition).
+    Never raises: the repair pass is the backstop."""
     flow = header(request, FLOW_HEADER)
     if not flow:
         return
