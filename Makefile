@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo demo-down test test-unit lint-imports bench faults clean browser-deps
+.PHONY: venv demo demo-down test test-unit lint lint-imports bench faults clean browser-deps
 
 # editable_mode=compat puts the checkout on sys.path with a plain .pth line: the
 # default import-hook finder costs every Python start here ~25 ms (turbo, workers,
@@ -32,6 +32,7 @@ demo-down: $(STAMP)
 test: $(STAMP)
 	-@$(MAKE) --no-print-directory browser-deps
 	-@$(MAKE) --no-print-directory agent-clis
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -41,6 +42,11 @@ test-unit: $(STAMP)
 
 # The architecture contracts in pyproject.toml (one import direction; make test runs it too).
 lint-imports: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+# ruff (pyproject.toml) and the architecture contracts: what `make test` checks first.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)

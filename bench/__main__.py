@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 figures[name] = importlib.import_module(BENCHES[name]).run(ctx)
             except KeyboardInterrupt:
                 raise
-            except Exception as exc:  # one failed benchmark must not hide the others
+            except Exception as exc:  # noqa: BLE001 - one failed benchmark must not hide the others
                 traceback.print_exc()
                 figures[name] = {"error": f"{type(exc).__name__}: {exc}"}
             figures[name]["bench_s"] = round(time.monotonic() - begun, 2)

@@ -84,7 +84,7 @@ def _one(run_agent, directive: str, options: dict, count) -> dict:
     try:
         result = handle.get(timeout=1200)
         seen, details = "success", result
-    except Exception as exc:  # what the caller sees is the point
+    except Exception as exc:  # noqa: BLE001 - what the caller sees is the point
         seen, details = type(exc).__name__, getattr(exc, "details", {}) or {}
     wall = time.monotonic() - started
     return {"caller_sees": seen, "wall_s": round(wall, 1),

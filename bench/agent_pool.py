@@ -25,9 +25,9 @@ import math
 import os
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from celeryapp.dev.localworker import WorkerProcess
 

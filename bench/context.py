@@ -16,11 +16,11 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 from celeryapp.dev.localredis import LocalRedis
 from celeryapp.dev.localworker import WorkerProcess
@@ -72,7 +72,7 @@ class BenchContext:
     @classmethod
     @contextmanager
     def open(cls, quick: bool = False, profile: bool = False,
-             out_dir: Path | None = None) -> Iterator["BenchContext"]:
+             out_dir: Path | None = None) -> Iterator[BenchContext]:
         workdir = Path(tempfile.mkdtemp(prefix="turbo-bench-"))
         redis = LocalRedis(workdir=workdir / "redis", password=secrets.token_hex(12))
         ctx = cls(workdir=workdir, redis=redis, quick=quick, profile=profile)
@@ -224,7 +224,7 @@ class BenchContext:
         while pending:
             chunk = pending[:500]
             done = 0
-            for key, raw in zip(chunk, client.mget(chunk)):
+            for key, raw in zip(chunk, client.mget(chunk), strict=True):
                 meta = json.loads(raw) if raw else None
                 if not meta or meta.get("status") not in READY:
                     break

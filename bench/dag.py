@@ -36,8 +36,8 @@ def critical_path(durations: dict, needs: dict) -> float:
 def run_turbo(ctx, scale: float) -> dict:
     from celery.result import AsyncResult
 
-    from celeryapp import flows
     from bench.turbo_tasks import QUEUE
+    from celeryapp import flows
 
     app = ctx.app("turbo")
     spec = {"name": "bench-dag", "steps": {

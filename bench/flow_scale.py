@@ -112,7 +112,7 @@ def keyspace(ctx) -> dict[str, int]:
         pipe = client.pipeline(transaction=False)
         for key in batch:
             pipe.memory_usage(key, samples=0)
-        for key, size in zip(batch, pipe.execute()):
+        for key, size in zip(batch, pipe.execute(), strict=True):
             kind = "results" if key.startswith(META_PREFIX.encode()) else "other"
             sizes[kind] += size or 0
         batch.clear()
@@ -156,8 +156,8 @@ def _counts(state: dict) -> dict:
 
 
 def run_flow(ctx, kind: str, n: int, deadline: float) -> dict:
-    from celeryapp import flows
     from bench.turbo_tasks import QUEUE
+    from celeryapp import flows
 
     spec = flow_spec(kind, n, QUEUE)
     keys0, mem0 = keyspace(ctx), used_memory(ctx)
@@ -199,8 +199,8 @@ def run_flow(ctx, kind: str, n: int, deadline: float) -> dict:
 def warm_up(ctx) -> None:
     from celery import chord
 
-    from celeryapp import flows
     from bench.turbo_tasks import QUEUE
+    from celeryapp import flows
 
     noop = ctx.task("turbo", "noop")
     ctx.wait_results("turbo", [noop.delay().id for _ in range(4)])
@@ -262,8 +262,8 @@ def memory(side: dict) -> str:
 
 
 def markdown(rows: list[dict], slots: int) -> str:
-    out = [f"| shape | Celery canvas s | workflow s | ratio | per step beyond the canvas (ms) "
-           f"| Redis key bytes per step, workflow (canvas) | get_state ms |",
+    out = ["| shape | Celery canvas s | workflow s | ratio | per step beyond the canvas (ms) "
+           "| Redis key bytes per step, workflow (canvas) | get_state ms |",
            "|---|---|---|---|---|---|---|"]
     for row in rows:
         kind, n = row["kind"], row["steps"]
@@ -301,7 +301,7 @@ def run(ctx, sizes: str | None = None, chains: str | None = None) -> dict:
             rows.append(run_shape(ctx, kind, n, slots, cap))
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # one shape must not hide the others
+        except Exception as exc:  # noqa: BLE001 - one shape must not hide the others
             ctx.say(f"{label(kind, n)}: {type(exc).__name__}: {exc}")
             rows.append({"kind": kind, "steps": n, "error": f"{type(exc).__name__}: {exc}"})
     table = markdown([r for r in rows if "error" not in r], slots)

@@ -25,9 +25,9 @@ def run(ctx) -> dict:
     sql = sql_for(n)
     figures: dict = {"rows": n, "columns": 3, "sql": sql, "repeats": repeats}
 
+    from bench.turbo_tasks import QUEUE
     from tasks.query import run_query
     from tasks.results import read_parquet
-    from bench.turbo_tasks import QUEUE
 
     def turbo_once() -> dict:
         start = time.perf_counter()

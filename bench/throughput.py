@@ -115,7 +115,7 @@ def rounds_figures(runs: dict[str, list[dict]]) -> dict:
                          "rounds": [round(r["tasks_per_s"], 1) for r in results]}
     figures["ratio"] = figures["turbo"]["tasks_per_s"] / figures["plain"]["tasks_per_s"]
     figures["round_ratios"] = [round(t["tasks_per_s"] / p["tasks_per_s"], 2)
-                               for p, t in zip(runs["plain"], runs["turbo"])]
+                               for p, t in zip(runs["plain"], runs["turbo"], strict=True)]
     return figures
 
 

@@ -122,7 +122,8 @@ class Settings(BaseSettings):
     io_worker_statedb: Path | None = None  # default: io-<host>.db next to worker-<host>.db
 
     # --- flower and metrics ---
-    # Flower (python -m celeryapp.monitoring.flower, or celery -A celeryapp flower: celeryapp/monitoring/flowerconfig.py)
+    # Flower (python -m celeryapp.monitoring.flower, or celery -A celeryapp flower:
+    # celeryapp/monitoring/flowerconfig.py)
     flower_user: str | None = None
     flower_password: str | None = Field(default=None, repr=False)
     flower_dev: bool = False  # allow Flower without login, on a loopback address only
@@ -178,7 +179,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _consistent_limits(self) -> "Settings":
+    def _consistent_limits(self) -> Settings:
         if self.query_timeout > self.query_max_timeout:
             raise ValueError("TURBO_QUERY_TIMEOUT exceeds TURBO_QUERY_MAX_TIMEOUT")
         if self.agent_timeout > self.agent_max_timeout:

@@ -115,7 +115,8 @@ def create_app(settings: Settings | None = None) -> Celery:
                  "tasks.hooks"],
         # secrets masked wherever Flower and inspect get task data from (in both modes)
         amqp=STOCK_AMQP if stock else AMQP,                      # argsrepr/kwargsrepr, task-sent
-        events="celeryapp.overrides.redaction:RedactingEvents",  # result/traceback texts in task events
+        # result/traceback texts in task events
+        events="celeryapp.overrides.redaction:RedactingEvents",
         # plain @app.task: inspect replies redacted, each delivery checked (worker/delivery.py)
         task_cls="celeryapp.worker.delivery:CheckedTask",
     )

@@ -7,7 +7,8 @@ makes it happen once even if the hook that asked for it ran twice.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .core.names import DEFAULT_QUEUE, NOTIFY_TASK
 

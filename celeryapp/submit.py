@@ -20,8 +20,8 @@ blindly, which could publish twice.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 DEFAULT_MAX_SIZE = 100  # Redis commands per pipeline: workers start on the first ones early
 

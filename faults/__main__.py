@@ -5,8 +5,8 @@ start and end of a run to a file of its own per task) and breaks something while
 run. Per scenario: submitted, completed (SUCCESS), failed (a final state that is not
 SUCCESS, with its error: e.g. TaskCrashed when random kills hit one task three times),
 lost (no final state by the deadline), duplicated (a task whose run reached its end
-twice) and the recovery time. Prints a Markdown table (the one ops/RELIABILITY.md carries) and writes
-var/faults/results.json. Minutes, not seconds: never part of `make test`, whose fast
+twice) and the recovery time. Prints a Markdown table (the one ops/RELIABILITY.md carries)
+and writes var/faults/results.json. Minutes, not seconds: never part of `make test`, whose fast
 subset is tests/integration/test_dead_worker.py and test_redelivery.py.
 
 Scenarios: kill -9 of pool processes under load; kill -9 of a whole worker with another

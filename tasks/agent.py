@@ -9,14 +9,15 @@ that failed for a transient reason" (rate limits), as in ``turbo.query``.
 from __future__ import annotations
 
 import logging
-import random
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from celeryapp import app
 from celeryapp.config import get_settings
+from celeryapp.core import backoff
 from celeryapp.core.agent_options import DEFAULT_PROFILE, OPTION_NAMES, check_request
 from celeryapp.core.names import AGENT_TASK
 from celeryapp.worker import running
@@ -84,8 +85,7 @@ class AgentTask(TurboTask):
         settings = get_settings()
         retries = settings.max_retries if retries is None else retries
         attempt = self.request.retries
-        ceiling = min(settings.retry_backoff_max, settings.retry_backoff * (2 ** attempt))
-        countdown = random.uniform(ceiling / 2, ceiling)
+        countdown = backoff.pause(attempt, settings.retry_backoff, settings.retry_backoff_max)
         left = timeout - (time.time() - first) - countdown
         if attempt >= retries or left < min(MIN_ATTEMPT_S, timeout / 4):
             why = (f"{retries} retries spent" if attempt >= retries else
@@ -112,7 +112,7 @@ class AgentTask(TurboTask):
             log.warning("%s[%s] no agent slot after %.0fs of waiting; giving up",
                         self.name, request.id, time.time() - since)
             raise exc
-        countdown = min(SLOT_RETRY_MAX_S, SLOT_RETRY_BASE_S * 1.5 ** waits) * random.uniform(0.5, 1)
+        countdown = backoff.pause(waits, SLOT_RETRY_BASE_S, SLOT_RETRY_MAX_S, factor=1.5)
         headers.update({SLOT_WAITS: waits + 1, SLOT_WAIT_SINCE: since})
         # signature_from_request keeps retries, time limits, routing and priority
         signature = self.signature_from_request(request, countdown=countdown, headers=headers)

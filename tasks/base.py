@@ -6,12 +6,12 @@ prefork (signals) and threads pools (the task's stop event) alike."""
 from __future__ import annotations
 
 import logging
-import random
 import time
 
 from celery.exceptions import Ignore
 
 from celeryapp.config import get_settings
+from celeryapp.core import backoff
 from celeryapp.core.names import AGENT_TASK, QUERY_TASK
 from celeryapp.core.policy import call_options, check_retries, check_timeout
 from celeryapp.worker import running
@@ -103,8 +103,7 @@ class TurboTask(CheckedTask):
             log.warning("%s[%s] giving up after %d attempts: %s",
                         self.name, self.request.id, attempt + 1, exc)
             raise exc
-        ceiling = min(settings.retry_backoff_max, settings.retry_backoff * (2 ** attempt))
-        countdown = random.uniform(ceiling / 2, ceiling)
+        countdown = backoff.pause(attempt, settings.retry_backoff, settings.retry_backoff_max)
         log.info("%s[%s] transient error, retry %d/%d in %.2fs: %s",
                  self.name, self.request.id, attempt + 1, budget, countdown, exc)
         raise self.retry(exc=exc, countdown=countdown, max_retries=budget)

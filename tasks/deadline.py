@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from .errors import TaskTimeout
 
@@ -68,7 +69,7 @@ def run_with_deadline(work: Callable[[], T], cancel: Callable[[], None], timeout
     def target() -> None:
         try:
             outcome["value"] = work()
-        except BaseException as exc:  # handed back to the caller's thread
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread
             outcome["error"] = exc
 
     thread = threading.Thread(target=target, name=f"turbo-{what}", daemon=True)

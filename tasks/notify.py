@@ -27,5 +27,5 @@ def deliver(self, body: dict, spec: dict) -> dict:
             delivered["webhook_status"] = post_webhook(spec["webhook"], body)
         except DeliveryFailed as exc:
             countdown = min(300, 2 ** self.request.retries)
-            raise self.retry(exc=exc, countdown=countdown)
+            raise self.retry(exc=exc, countdown=countdown) from exc
     return {"delivered": True, **delivered}

@@ -13,8 +13,9 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -45,7 +46,7 @@ def json_safe(value: Any) -> Any:
 
 def rows_of(table: pa.Table | pa.RecordBatch) -> list[list[Any]]:
     columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
-    return [[json_safe(v) for v in row] for row in zip(*columns)]
+    return [[json_safe(v) for v in row] for row in zip(*columns, strict=True)]
 
 
 def collect(schema: pa.Schema | None, batches: Iterable[pa.RecordBatch], *,
@@ -97,7 +98,8 @@ def sweep_expired(directory: Path, max_age_s: float, now: float | None = None) -
     they expire with the task results that point at them. Returns how many went."""
     now = time.time() if now is None else now
     removed = 0
-    for path in list(Path(directory).glob("*.parquet")) + list(Path(directory).glob("*.parquet.part")):
+    folder = Path(directory)
+    for path in [*folder.glob("*.parquet"), *folder.glob("*.parquet.part")]:
         try:
             if now - path.stat().st_mtime > max_age_s:
                 path.unlink()

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .deadline import run_with_deadline
 from .engines import Engine
@@ -51,9 +52,10 @@ def execute(engine: Engine, sql: str, params: Params, *, timeout: float,
     closed and the statement goes to another one at once.
 
     ``timeout`` covers connecting too. ``task_id`` (the Celery task's id) and the
-    call's deadline are handed to the engine's sessions (labels, the driver's retries). ``on_start(session)`` is called at once, in the calling thread,
-    with a stand-in for the statement's session (its ``statement_id`` is the running
-    statement's, once there is one).
+    call's deadline are handed to the engine's sessions (labels, the driver's retries).
+    ``on_start(session)`` is called at once, in the calling thread, with a stand-in for
+    the statement's session (its ``statement_id`` is the running statement's, once there
+    is one).
     """
     if not isinstance(sql, str) or not sql.strip():
         raise InvalidRequest("sql must be a non-empty string")
@@ -148,7 +150,7 @@ class _Call:
         def target() -> None:
             try:
                 outcome["connection"] = engine.connect(deadline=self.deadline)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
                 outcome["error"] = exc
             with self._lock:
                 abandoned = self._abandoned

@@ -9,7 +9,8 @@ bad one is refused before it travels through Redis. Standard library only (the
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .errors import InvalidRequest
 

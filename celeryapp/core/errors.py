@@ -8,7 +8,8 @@ error with the same ``details`` on the caller's side.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 class TurboError(Exception):
@@ -18,7 +19,7 @@ class TurboError(Exception):
         self.details: dict[str, Any] = dict(details or {})
         super().__init__(*((message, self.details) if self.details else (message,)))
 
-    def add_details(self, **facts: Any) -> "TurboError":
+    def add_details(self, **facts: Any) -> TurboError:
         """More facts for the caller (kept in ``args``, so they reach the caller)."""
         self.details.update(facts)
         if self.details:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import operator
 
+from .text import as_text
+
 TERMINAL = ("succeeded", "failed", "skipped", "cancelled")
 IN_FLIGHT = ("dispatching", "queued", "running")
 STATES = ("pending", *IN_FLIGHT, *TERMINAL)
@@ -16,15 +18,11 @@ INFO_FIELDS = ("task_id", "worker", "started", "ended", "attempts", "error", "sk
 NO_INFO = dict.fromkeys(INFO_FIELDS)  # a step's fields before its record says otherwise
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def pairs(flat) -> dict[str, bytes | str]:
     """A HGETALL reply (a flat list from RESP, a dict from redis-py) as a dict."""
     if isinstance(flat, dict):
-        return {_text(k): v for k, v in flat.items()}
-    return {_text(flat[i]): flat[i + 1] for i in range(0, len(flat or ()), 2)}
+        return {as_text(k): v for k, v in flat.items()}
+    return {as_text(flat[i]): flat[i + 1] for i in range(0, len(flat or ()), 2)}
 
 
 def _as_dict(flat) -> dict:
@@ -38,7 +36,7 @@ def read_meta(raw) -> dict | None:
     meta = pairs(raw)
     if not meta:
         return None
-    out = {"state": _text(meta.get("state", b"?")), "name": _text(meta.get("name", b"")),
+    out = {"state": as_text(meta.get("state", b"?")), "name": as_text(meta.get("name", b"")),
            "created": _number(meta.get("created")), "ended": _number(meta.get("ended")),
            "notify": json.loads(meta["notify"]) if meta.get("notify") else None,
            "defaults": json.loads(meta["defaults"]) if meta.get("defaults") else {},

@@ -40,9 +40,10 @@ import socket
 import threading
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from .processes import children
+from .text import as_text
 
 HOLDERS_KEY = "turbo:unacked_holders"  # hash: delivery tag -> holder id
 BEAT_KEY = "turbo:holder:{}"
@@ -57,14 +58,10 @@ def beat_key(holder: str) -> str:
     return BEAT_KEY.format(holder)
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def held_by_live(client, tag) -> bool:
     """True when a live holder has the message (its heartbeat key exists)."""
     holder = client.hget(HOLDERS_KEY, tag)
-    return bool(holder) and bool(client.exists(beat_key(_text(holder))))
+    return bool(holder) and bool(client.exists(beat_key(as_text(holder))))
 
 
 def stop_this_worker(unbeaten_s: float) -> None:
@@ -139,12 +136,12 @@ class Holder:
     def give_up(self, tags) -> None:
         """Messages this process will not finish: put back by the heartbeat thread."""
         with self._lock:
-            self._orphans.update(_text(tag) for tag in tags)
+            self._orphans.update(as_text(tag) for tag in tags)
 
     def unsent_acks(self, tags) -> None:
         """Acks that could not be sent: sent again by the heartbeat thread."""
         with self._lock:
-            self._unsent.update(_text(tag) for tag in tags)
+            self._unsent.update(as_text(tag) for tag in tags)
 
     def _run(self) -> None:
         while True:
@@ -210,12 +207,12 @@ class Holder:
             return 0
         by_holder: dict[str, list] = {}
         for tag, holder in held.items():
-            by_holder.setdefault(_text(holder), []).append(_text(tag))
+            by_holder.setdefault(as_text(holder), []).append(as_text(tag))
         others = [holder for holder in by_holder if holder != self.id]
         pipe = client.pipeline(transaction=False)
         for holder in others:
             pipe.exists(beat_key(holder))
-        dead = {holder for holder, alive in zip(others, pipe.execute()) if not alive}
+        dead = {holder for holder, alive in zip(others, pipe.execute(), strict=True) if not alive}
         confirmed, self._suspects = dead & self._suspects, dead
         restored = 0
         for holder in confirmed:

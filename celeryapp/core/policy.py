@@ -10,10 +10,24 @@ from __future__ import annotations
 import math
 
 from .errors import InvalidRequest
-from .names import (AGENT_QUEUE, AGENT_TASK, CPU_ROLE, DEFAULT_MAX_ARGS_BYTES,
-                    DEFAULT_MAX_SQL_BYTES, DEFAULT_PRIORITY, ENGINES, IO_ROLE, NOTIFY_HEADER,
-                    PRIORITIES, QUERY_QUEUE, QUERY_TASK, QUEUE_SEP, REMOTE_ENGINES,
-                    WAREHOUSE_QUEUE, host_queue)
+from .names import (
+    AGENT_QUEUE,
+    AGENT_TASK,
+    CPU_ROLE,
+    DEFAULT_MAX_ARGS_BYTES,
+    DEFAULT_MAX_SQL_BYTES,
+    DEFAULT_PRIORITY,
+    ENGINES,
+    IO_ROLE,
+    NOTIFY_HEADER,
+    PRIORITIES,
+    QUERY_QUEUE,
+    QUERY_TASK,
+    QUEUE_SEP,
+    REMOTE_ENGINES,
+    WAREHOUSE_QUEUE,
+    host_queue,
+)
 
 ROUTING_KWARGS = ("priority", "queue")
 """Options a caller may give next to task arguments: ``delay(sql, priority="high")``

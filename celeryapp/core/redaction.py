@@ -48,7 +48,7 @@ def is_secret_name(name: Any) -> bool:
     parts = [p for p in re.split(r"[^a-z0-9]+", _CAMEL.sub(r"\1_\2", name).lower()) if p]
     if any(part in _WEAK_COMPONENTS for part in parts):
         return True
-    return any(pair in _WEAK_PAIRS for pair in zip(parts, parts[1:]))
+    return any(pair in _WEAK_PAIRS for pair in zip(parts, parts[1:], strict=False))
 
 
 # --- text patterns -----------------------------------------------------------------
@@ -63,7 +63,8 @@ _PEM = re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE
 # name=value, name: value, 'name': 'value', "name" = "value"; the name is checked
 # with is_secret_name in the replacement function.
 _ASSIGNMENT = re.compile(
-    r"""(?<![A-Za-z0-9_.\-])(?P<name>[A-Za-z_][A-Za-z0-9_.\-]{0,80})(?P<q1>['"]?)(?P<sep>[ \t]*[:=][ \t]*)"""
+    r"""(?<![A-Za-z0-9_.\-])(?P<name>[A-Za-z_][A-Za-z0-9_.\-]{0,80})(?P<q1>['"]?)"""
+    r"""(?P<sep>[ \t]*[:=][ \t]*)"""
     # a value quoted inside a SQL string, its quotes doubled: 'password=''hunter2'''
     r"""(?:''(?P<sqlquoted>[^'\n]+)''"""
     r"""|(?P<q2>['"])(?P<quoted>(?:\\[^\n]|(?!(?P=q2))[^\\\n])*)(?P=q2)"""
@@ -71,7 +72,8 @@ _ASSIGNMENT = re.compile(
     r"""|\\(?P<q3>['"])(?P<escquoted>(?:(?!\\(?P=q3))[^\n])*)\\(?P=q3)"""
     r"""|(?P<scheme>(?:Bearer|Basic|Token)[ \t]+)?(?P<bare>(?:[^\s'",;&)}\]\\]|\\(?!['"]))+))""")
 # --password hunter2 / --token=... (the = form is caught by _ASSIGNMENT)
-_FLAG = re.compile(r"(?<![\w-])(?P<flag>--?[A-Za-z][A-Za-z0-9_\-]{0,60})(?P<sp>[ \t]+)(?P<value>[^\s'\"-][^\s'\"]*)")
+_FLAG = re.compile(r"(?<![\w-])(?P<flag>--?[A-Za-z][A-Za-z0-9_\-]{0,60})(?P<sp>[ \t]+)"
+                   r"(?P<value>[^\s'\"-][^\s'\"]*)")
 _TOKENS = [
     (re.compile(r"\bdapi[0-9a-f]{16,}(?:-\d+)?\b"), "dapi" + MASK),           # Databricks
     (re.compile(r"\bdose[0-9a-f]{16,}\b"), "dose" + MASK),                      # Databricks OAuth

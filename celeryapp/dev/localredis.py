@@ -67,7 +67,7 @@ class LocalRedis:
             lines.append(f"requirepass {self.password}")
         return "\n".join(lines) + "\n"
 
-    def start(self, timeout: float = 15.0) -> "LocalRedis":
+    def start(self, timeout: float = 15.0) -> LocalRedis:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "redis.conf"
         config.write_text(self.config_text())

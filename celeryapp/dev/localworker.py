@@ -39,7 +39,7 @@ class WorkerProcess:
             cmd += ["--logfile", str(self.logfile)]
         return cmd
 
-    def start(self, app=None, timeout: float = 60.0) -> "WorkerProcess":
+    def start(self, app=None, timeout: float = 60.0) -> WorkerProcess:
         env = {**os.environ, **self.env}
         out = open(self.logfile.with_suffix(".out"), "ab") if self.logfile else subprocess.DEVNULL
         self.process = subprocess.Popen(self.command(), env=env, stdout=out,
@@ -84,7 +84,9 @@ class WorkerProcess:
         return text
 
     def log(self) -> str:
-        return self.logfile.read_text(errors="replace") if self.logfile and self.logfile.exists() else ""
+        if self.logfile and self.logfile.exists():
+            return self.logfile.read_text(errors="replace")
+        return ""
 
     @property
     def pid(self) -> int:

@@ -24,7 +24,7 @@ class NetCut:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True, name="netcut")
 
-    def start(self) -> "NetCut":
+    def start(self) -> NetCut:
         self._thread.start()
         self._ready.wait(10)
         return self

@@ -23,11 +23,12 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from contextlib import nullcontext
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from jinja2 import Environment, StrictUndefined, meta
 from jinja2.nativetypes import NativeEnvironment
@@ -37,6 +38,7 @@ from ..config import get_settings
 from ..core import flowstate
 from ..core.names import AGENT_TASK, EXPAND_HEADER, FLOW_HEADER, QUERY_TASK, STEP_HEADER
 from ..core.policy import priority_value, route
+from ..core.text import as_text
 from ..notices import notify_later, summary
 from ..submit import batch, registered
 from . import layout
@@ -116,12 +118,12 @@ def cancel(flow_id: str) -> dict:
     are revoked, running ones stopped at the source."""
     store = _store()
     reply = store.run("cancel", flow_id, flow_id, time.time())
-    task_ids = [_text(t) for t in reply[2:]]
+    task_ids = [as_text(t) for t in reply[2:]]
     if task_ids:
         # SIGUSR1 raises SoftTimeLimitExceeded in the task: statement cancelled,
         # agent process group killed; queued ones are dropped by every worker.
         _app().control.revoke(task_ids, terminate=True, signal="SIGUSR1")
-    if int(reply[0]) and _text(reply[1]):
+    if int(reply[0]) and as_text(reply[1]):
         _send_notice(store, flow_id)
     state = get_state(flow_id)
     if state is None:
@@ -150,8 +152,8 @@ def step_started(flow_id: str, step_name: str, task_id: str, worker: str, attemp
     celeryapp/worker/delivery.py; ``take_over`` once its holder is dead)."""
     reply = _store().run("started", flow_id, step_name, task_id, time.time(), worker, attempt,
                          tag, "1" if take_over else "",
-                         keys=[_text(_app().backend.get_key_for_task(task_id))])
-    return reply if isinstance(reply, int) else _text(reply)
+                         keys=[as_text(_app().backend.get_key_for_task(task_id))])
+    return reply if isinstance(reply, int) else as_text(reply)
 
 
 def step_succeeded(flow_id: str, step_name: str, task_id: str, result: Any,
@@ -164,7 +166,7 @@ def step_succeeded(flow_id: str, step_name: str, task_id: str, result: Any,
     if expands is None or expands:
         try:
             added = _expansion(store, flow_id, step_name, result)
-        except Exception as exc:  # an invalid or failing expansion fails this step
+        except Exception as exc:  # noqa: BLE001 - an invalid or failing expansion fails this step
             problem = str(exc) if isinstance(exc, FlowSpecError) else \
                 f"{type(exc).__name__}: {exc}"
             _fail(store, flow_id, step_name, task_id,
@@ -174,7 +176,7 @@ def step_succeeded(flow_id: str, step_name: str, task_id: str, result: Any,
                       json.dumps(summary(result), default=str), added)
     if int(reply[0]) == 2:
         _fail(store, flow_id, step_name, task_id, "its follow-up steps are invalid: added "
-              f"step(s) {_text(reply[1])} already exist in the workflow")
+              f"step(s) {as_text(reply[1])} already exist in the workflow")
         return
     _after(store, flow_id, reply)
 
@@ -228,7 +230,7 @@ def repair(grace: float | None = None, settle_after: float | None = None) -> dic
     for flow_id in store.running():
         try:
             _repair_flow(store, backend, flow_id, grace, settle_after, now, done)
-        except Exception as exc:  # one workflow's trouble does not stop the pass
+        except Exception as exc:  # noqa: BLE001 - one workflow's trouble does not stop the pass
             log.warning("workflow %s: repair failed: %r", flow_id, exc)
     return done
 
@@ -250,13 +252,13 @@ def _repair_flow(store: FlowStore, backend, flow_id: str, grace: float, settle_a
             done["started"] += len(dispatch_ready(flow_id))
         return
     records = store.steps(flow_id, names, ("state", "info"))
-    steps = [(name, _text(records["state"].get(name)), info_doc(records["info"].get(name)))
+    steps = [(name, as_text(records["state"].get(name)), info_doc(records["info"].get(name)))
              for name in names]
     steps = [(n, s, i) for n, s, i in steps if i.get("task_id")]
     pipe = backend.client.pipeline(transaction=False)
     for _, _, info in steps:
         pipe.get(backend.get_key_for_task(info["task_id"]))
-    for (name, state, info), raw in zip(steps, pipe.execute()):
+    for (name, state, info), raw in zip(steps, pipe.execute(), strict=True):
         task_meta = backend.decode_result(raw) if raw else None
         if task_meta and task_meta.get("status") in ("SUCCESS", "FAILURE", "REVOKED"):
             if _age(task_meta.get("date_done"), now) >= settle_after:
@@ -294,9 +296,9 @@ def _fail(store: FlowStore, flow_id: str, step_name: str, task_id: str, error: s
 
 def _after(store: FlowStore, flow_id: str, reply) -> list[str]:
     """Publish what a script claimed; send the notice when it ended the workflow."""
-    final = _text(reply[1]) if len(reply) > 1 else ""
-    rest = [_text(item) for item in reply[2:]]
-    claimed = list(zip(rest[::2], rest[1::2]))
+    final = as_text(reply[1]) if len(reply) > 1 else ""
+    rest = [as_text(item) for item in reply[2:]]
+    claimed = list(zip(rest[::2], rest[1::2], strict=True))
     if claimed:
         _publish(store, flow_id, claimed)
     if final:
@@ -355,7 +357,7 @@ def _publish(store: FlowStore, flow_id: str, claimed: list[tuple[str, str]]) -> 
                 if used:
                     spec = _render(spec, _results(store, flow_id, sorted(used)))
                 _send(flow_id, name, task_id, spec, producer)
-            except Exception as exc:  # a render or publish error fails this step only
+            except Exception as exc:  # noqa: BLE001 - a render or publish error fails this step only
                 log.warning("workflow %s: step %s could not be submitted: %s", flow_id, name,
                             exc)
                 _fail(store, flow_id, name, task_id,
@@ -516,10 +518,6 @@ def _peek(source) -> Mapping | None:
         return load(source)
     except FlowSpecError:
         return None
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
 
 
 def _app():

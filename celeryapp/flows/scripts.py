@@ -153,8 +153,9 @@ out[2] = maybe_finish(ARGV[1], ARGV[2])
 return out
 """
 
-# KEYS[11] (when given): the task's result key. ARGV: step, task id, now, worker, attempt, the delivery
-# tag of the message starting it ('' unknown), '1' to take the step over from that tag.
+# KEYS[11] (when given): the task's result key. ARGV: step, task id, now, worker, attempt,
+# the delivery tag of the message starting it ('' unknown), '1' to take the step over from
+# that tag.
 # Replies 1 (started), 0 (a stale event: nothing changed), 2 (the task's final state is
 # stored: not started; the caller applies its transition), 3 (the step was cancelled with
 # its workflow: not to run, whether or not this worker heard the revoke) or, when another

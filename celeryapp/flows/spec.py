@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 import yaml  # YAML is a superset of JSON
 from jinja2 import Environment, TemplateSyntaxError, meta
@@ -180,7 +181,8 @@ def validate_steps(steps: Mapping[str, Any], *, existing: Mapping[str, StepSpec]
     return parsed
 
 
-def apply_defaults(steps: Mapping[str, StepSpec], defaults: Mapping[str, Any]) -> dict[str, StepSpec]:
+def apply_defaults(steps: Mapping[str, StepSpec],
+                   defaults: Mapping[str, Any]) -> dict[str, StepSpec]:
     out = {}
     for name, step in steps.items():
         allowed = COMMON_DEFAULTS | KIND_FIELDS[step.kind] if _one_kind(step) else COMMON_DEFAULTS
@@ -321,7 +323,8 @@ def templated_values(step: StepSpec) -> list[tuple[str, str]]:
     return found
 
 
-def _check_references(steps: Mapping[str, StepSpec], everything: Mapping[str, StepSpec]) -> list[str]:
+def _check_references(steps: Mapping[str, StepSpec],
+                      everything: Mapping[str, StepSpec]) -> list[str]:
     env = Environment()
     problems = []
     for name, step in steps.items():
@@ -344,7 +347,8 @@ def _check_defaults(defaults: Mapping[str, Any]) -> list[str]:
     problems = [f"defaults: unknown field {key!r}" for key in defaults if key not in allowed]
     priority = defaults.get("priority")
     if priority is not None and priority not in PRIORITIES:
-        problems.append(f"defaults: unknown priority {priority!r}; use one of {', '.join(PRIORITIES)}")
+        problems.append(f"defaults: unknown priority {priority!r}; use one of "
+                        f"{', '.join(PRIORITIES)}")
     return problems
 
 

@@ -14,14 +14,17 @@ from contextlib import contextmanager
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..core.names import FLOWS_REPAIR_LOCK, FLOWS_RUNNING_KEY, RECENT_KEEP, RECENT_KEY
+from ..core import backoff
 from ..core.flowstate import assemble, read_meta
+from ..core.names import FLOWS_REPAIR_LOCK, FLOWS_RUNNING_KEY, RECENT_KEEP, RECENT_KEY
+from ..core.text import as_text
 from . import layout, scripts
 
 log = logging.getLogger(__name__)
 
 RETRYABLE = (RedisConnectionError, RedisTimeoutError)  # BusyLoadingError is a ConnectionError
-_scripts: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+RETRY_FIRST_S, RETRY_MAX_S = 0.05, 2.0  # the pauses while Redis is away
+_scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _registered(client) -> dict:
@@ -31,10 +34,6 @@ def _registered(client) -> dict:
         found = {name: client.register_script(text) for name, text in scripts.ALL.items()}
         _scripts[client] = found
     return found
-
-
-def _text(value):
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @contextmanager
@@ -58,23 +57,27 @@ class FlowStore:
         self.retry_for = retry_for
 
     # --- writing: one script per change ---------------------------------------------
-    def run(self, name: str, flow_id: str, *args, keys: tuple = ()):
-        """Run script ``name`` for ``flow_id`` (KEYS: the workflow's, then ``keys``), again
-        on connection errors for up to ``retry_for`` seconds (backoff 0.05 s doubling to
-        2 s)."""
+    def _retrying(self, flow_id: str, what: str, call):
+        """``call()``, again on connection errors for up to ``retry_for`` seconds (the
+        project's backoff from 0.05 s up to 2 s): every write here is idempotent."""
         deadline = time.monotonic() + self.retry_for
-        delay = 0.05
-        keys = layout.keys(flow_id) + list(keys)
-        while True:
+        for delay in backoff.pauses(RETRY_FIRST_S, RETRY_MAX_S):
             try:
-                return _registered(self.client)[name](keys, list(args), client=self.client)
+                return call()
             except RETRYABLE as exc:
                 if time.monotonic() + delay > deadline:
                     raise
-                log.warning("workflow %s: %s transition: Redis unavailable (%s); again in "
-                            "%.2fs", flow_id, name, exc, delay)
+                log.warning("workflow %s: %s: Redis unavailable (%s); again in %.2fs",
+                            flow_id, what, exc, delay)
                 time.sleep(delay)
-                delay = min(2.0, delay * 2)
+
+    def run(self, name: str, flow_id: str, *args, keys: tuple = ()):
+        """Run script ``name`` for ``flow_id`` (KEYS: the workflow's, then ``keys``), again
+        on connection errors (:meth:`_retrying`)."""
+        keys = layout.keys(flow_id) + list(keys)
+        script = _registered(self.client)[name]
+        return self._retrying(flow_id, f"{name} transition",
+                              lambda: script(keys, list(args), client=self.client))
 
     def create(self, flow_id: str, state: dict) -> None:
         keys, argv = layout.creation(flow_id, state)
@@ -91,18 +94,14 @@ class FlowStore:
             return
         script = _registered(self.client)["queued"]
         keys = layout.keys(flow_id)
-        deadline = time.monotonic() + self.retry_for
-        while True:
+
+        def send() -> None:
             pipe = self.client.pipeline(transaction=False)
             for step, task_id in claimed:
                 script(keys, [step, task_id, now], client=pipe)
-            try:
-                pipe.execute()
-                return
-            except RETRYABLE:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+            pipe.execute()
+
+        self._retrying(flow_id, "queued transitions", send)
 
     # --- reading ------------------------------------------------------------------------
     def meta(self, flow_id: str) -> dict | None:
@@ -128,8 +127,9 @@ class FlowStore:
         for part in parts:
             pipe.hmget(layout.key(flow_id, part), names)
         replies = pipe.execute()
-        return {part: {name: value for name, value in zip(names, reply) if value is not None}
-                for part, reply in zip(parts, replies)}
+        return {part: {name: value for name, value in zip(names, reply, strict=True)
+                       if value is not None}
+                for part, reply in zip(parts, replies, strict=True)}
 
     def summary(self, flow_id: str) -> dict | None:
         """Counts by state and the failed and in-flight steps, without reading every step."""
@@ -141,7 +141,7 @@ class FlowStore:
         meta = read_meta(meta)
         if meta is None:
             return None
-        names = sorted({_text(n) for n in failed | inflight} - {""})
+        names = sorted({as_text(n) for n in failed | inflight} - {""})
         records = self.steps(flow_id, names, ("spec", "state", "info", "result"))
         state = assemble(flow_id, meta, records["spec"], records["state"],
                                 records["info"], records["result"])
@@ -157,11 +157,11 @@ class FlowStore:
         return f"no workflow {flow_id!r} (expired or never submitted)"
 
     def inflight(self, flow_id: str) -> list[str]:
-        return sorted({_text(n) for n in self.client.smembers(layout.key(flow_id, "inflight"))}
+        return sorted({as_text(n) for n in self.client.smembers(layout.key(flow_id, "inflight"))}
                       - {""})
 
     def running(self) -> list[str]:
-        return [_text(m) for m in self.client.zrange(FLOWS_RUNNING_KEY, 0, -1)]
+        return [as_text(m) for m in self.client.zrange(FLOWS_RUNNING_KEY, 0, -1)]
 
     def forget(self, flow_id: str) -> None:
         self.client.zrem(FLOWS_RUNNING_KEY, flow_id)

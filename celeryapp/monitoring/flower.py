@@ -290,12 +290,12 @@ class FlowerProcess:
             return [sys.executable, "-m", "celeryapp.monitoring.flower", *self.extra_args]
         return [sys.executable, "-m", "celery", "-A", "celeryapp", "flower", *self.extra_args]
 
-    def start(self, timeout: float = 60.0) -> "FlowerProcess":
+    def start(self, timeout: float = 60.0) -> FlowerProcess:
         self.launch()
         self.wait_ready(timeout)
         return self
 
-    def launch(self) -> "FlowerProcess":
+    def launch(self) -> FlowerProcess:
         """Start it without waiting (``wait_ready`` later): other work can go on meanwhile."""
         out = open(self.logfile, "ab") if self.logfile else subprocess.DEVNULL
         try:

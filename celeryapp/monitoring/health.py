@@ -38,6 +38,7 @@ from pathlib import Path
 from celeryapp.config import get_settings
 from celeryapp.core.names import HEALTH_REPLY_KEY as REPLY_KEY
 from celeryapp.core.names import PING_TASK, host_queue, node_role, worker_node
+from celeryapp.core.text import as_text
 from celeryapp.monitoring.flower import client_name, events_subscribed
 
 PING_PRIORITY = 0  # critical: ahead of any work waiting in the host queue
@@ -78,7 +79,7 @@ def check_live(app, worker: str, timeout: float = 30.0, strict: bool = False) ->
         app.send_task(PING_TASK, kwargs={"sent": time.time()}, task_id=task_id,
                       queue=queue, priority=PING_PRIORITY, expires=timeout)
         raw = _wait_for(client, key, started + max(0.5, timeout - reserve))
-    except Exception as exc:  # broker unreachable, bad credentials
+    except Exception as exc:  # noqa: BLE001 - broker unreachable, bad credentials
         return Outcome(False, f"{name}: health ping failed: {type(exc).__name__}: {exc}")
     finally:
         _delete(app, key)
@@ -109,7 +110,7 @@ def _wait_for(client, key: str, deadline: float) -> bytes | None:
 def _delete(app, key: str) -> None:
     try:
         app.backend.client.delete(key)
-    except Exception:
+    except Exception:  # noqa: BLE001 - best effort: the key expires anyway
         pass
 
 
@@ -119,7 +120,7 @@ def _busy_or_dead(app, name: str, queue: str, timeout: float, left: float) -> Ou
         inspector = app.control.inspect(destination=[name], timeout=min(left, 3.0))
         stats = (inspector.stats() or {}).get(name)
         active = (inspector.active() or {}).get(name) if stats is not None else None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported in the outcome
         return Outcome(False, f"{name}: health ping not run within {timeout:g}s and the "
                               f"worker cannot be asked: {type(exc).__name__}: {exc}")
     if stats is None or active is None:
@@ -149,7 +150,7 @@ def started_tasks(app, older_than: float = 0.0) -> list[StaleTask]:
     backend = app.backend
     client = backend.client
     prefix = backend.task_keyprefix
-    prefix = prefix.decode() if isinstance(prefix, bytes) else prefix
+    prefix = as_text(prefix)
     expires = _seconds(app.conf.result_expires)
     found: list[StaleTask] = []
     cursor = 0
@@ -161,7 +162,7 @@ def started_tasks(app, older_than: float = 0.0) -> list[StaleTask]:
                 pipe.get(key)
                 pipe.pttl(key)
             replies = pipe.execute()
-            for key, raw, ttl in zip(keys, replies[0::2], replies[1::2]):
+            for key, raw, ttl in zip(keys, replies[0::2], replies[1::2], strict=True):
                 task = _started(key, raw, ttl, prefix, expires)
                 if task and (task.started_ago_s is None or task.started_ago_s >= older_than):
                     found.append(task)
@@ -179,7 +180,7 @@ def _started(key, raw, ttl, prefix: str, expires: float | None) -> StaleTask | N
     if not isinstance(meta, dict) or meta.get("status") != "STARTED":
         return None
     result = meta.get("result") if isinstance(meta.get("result"), dict) else {}
-    key = key.decode() if isinstance(key, bytes) else key
+    key = as_text(key)
     # the key was (re)written with the STARTED state and a TTL of result_expires
     age = round(expires - ttl / 1000, 1) if expires and ttl and ttl > 0 else None
     return StaleTask(task_id=meta.get("task_id") or key[len(prefix):], name=meta.get("name"),
@@ -223,7 +224,7 @@ def _is_flower(argv: list[str]) -> bool:
     if "celeryapp.monitoring.flower" in argv:
         return True
     celery = Path(argv[0]).name == "celery" or any(
-        flag == "-m" and module == "celery" for flag, module in zip(argv, argv[1:]))
+        flag == "-m" and module == "celery" for flag, module in zip(argv, argv[1:], strict=False))
     return celery and "flower" in argv
 
 
@@ -254,7 +255,7 @@ def check_flower(url: str, pid: int | None = None) -> Outcome:
                               f"this host to check its events (give --pid)")
     try:
         listening = [p for p in pids if events_subscribed(p)]
-    except Exception as exc:  # broker unreachable, bad credentials
+    except Exception as exc:  # noqa: BLE001 - broker unreachable, bad credentials
         return Outcome(False, f"could not ask the broker whether Flower listens: "
                               f"{type(exc).__name__}: {exc}")
     if not listening:
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         tasks = find_stale(app, args.older_than, args.ping_timeout)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure is the check's answer
         print(f"stale check failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     if args.json:

@@ -56,6 +56,7 @@ from prometheus_client.registry import Collector as PrometheusCollector
 
 from celeryapp.config import get_settings
 from celeryapp.core.names import AGENT_TASK, PRIORITIES, PRIORITY_STEPS, QUEUE_SEP, QUEUES
+from celeryapp.core.text import as_text
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def record_agent_run(client, profile: str, outcome: str, cost: float | None) -> 
 def _record(task, profile: str, outcome: str, cost: float | None) -> None:
     try:
         record_agent_run(task.app.backend.client, profile, outcome, cost)
-    except Exception as exc:  # metrics never fail a task
+    except Exception as exc:  # noqa: BLE001 - metrics never fail a task
         log.warning("could not record agent metrics (%s, %s): %r", profile, outcome, exc)
 
 
@@ -200,10 +201,6 @@ def binding_queue(member: str, sep: str = QUEUE_SEP) -> str:
     return rest if empty else parts[-1]
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class Collector(PrometheusCollector):
     """Reads the broker and the result backend at each scrape; one per exporter."""
 
@@ -245,7 +242,7 @@ class Collector(PrometheusCollector):
             found = set()
             for key in self.broker.scan_iter(match=BINDING_PREFIX + "*", count=1000):
                 for member in self.broker.smembers(key):
-                    queue = binding_queue(_text(member))
+                    queue = binding_queue(as_text(member))
                     if queue and not queue.endswith(".pidbox") and "celeryev" not in queue:
                         found.add(queue)
             self._discovered, self._discovered_at = found, now
@@ -256,7 +253,7 @@ class Collector(PrometheusCollector):
             started = time.monotonic()
             try:
                 families, up = self._queue_families() + self._agent_families(), 1
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - reported as turbo_up 0
                 log.warning("metrics scrape failed: %r", exc)
                 self._broker = self._backend = None  # reconnect next time
                 families, up = [], 0
@@ -298,7 +295,7 @@ class Collector(PrometheusCollector):
                 _message, _exchange, routing_key = json.loads(payload)
             except (ValueError, TypeError):
                 routing_key = "?"
-            queue = _text(routing_key) or "?"
+            queue = as_text(routing_key) or "?"
             counts[queue] = counts.get(queue, 0) + 1
         unacked = GaugeMetricFamily("turbo_unacked_messages",
                                     "messages delivered to workers and not acknowledged yet "
@@ -319,11 +316,11 @@ class Collector(PrometheusCollector):
         cost = CounterMetricFamily("turbo_agent_cost_usd",
                                    "dollars the agent CLIs reported, by profile",
                                    labels=["profile"])
-        for profile, value in sorted((_text(k), float(v)) for k, v in costs.items()):
+        for profile, value in sorted((as_text(k), float(v)) for k, v in costs.items()):
             cost.add_metric([profile], value)
         count = CounterMetricFamily("turbo_agent_runs", "agent runs by profile and outcome",
                                     labels=["profile", "outcome"])
-        for field, value in sorted((_text(k), int(v)) for k, v in runs.items()):
+        for field, value in sorted((as_text(k), int(v)) for k, v in runs.items()):
             profile, _, outcome = field.rpartition(":")
             count.add_metric([profile or DEFAULT_PROFILE, outcome], value)
         return [cost, count]
@@ -335,8 +332,8 @@ class Collector(PrometheusCollector):
 
 def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
-    parser = argparse.ArgumentParser(prog="python -m celeryapp.monitoring.metrics", description=__doc__
-                                     .split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m celeryapp.monitoring.metrics",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=settings.metrics_port,
                         help="TCP port (TURBO_METRICS_PORT, default 9808; 0 picks a free one)")
     parser.add_argument("--address", default=settings.metrics_address,

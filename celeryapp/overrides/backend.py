@@ -72,7 +72,7 @@ return 1
 # cached on a backend and bound to its client's socket: not to be used across fork
 _PER_PROCESS = ("client", "_store_script", "_chord_part_return_script",
                 "_chord_cleanup_script", "_chord_claim_extend_script")
-_backends: "weakref.WeakSet[TurboRedisBackend]" = weakref.WeakSet()
+_backends: weakref.WeakSet[TurboRedisBackend] = weakref.WeakSet()
 
 
 def _forget_clients_in_child() -> None:

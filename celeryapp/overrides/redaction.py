@@ -8,8 +8,8 @@ The hooks that apply it where Flower gets its data:
   redacted arguments (``Celery(amqp=...)``): the ``task-sent`` and ``task-received``
   events and ``inspect active`` as Flower asks it (``safe=True``) show those; the
   raw arguments travel unchanged in the message body;
-* :class:`RedactingEvents` (``Celery(events=...)``) gives the app an event dispatcher that redacts the
-  ``args``, ``kwargs``, ``result``, ``exception`` and ``traceback`` fields of every
+* :class:`RedactingEvents` (``Celery(events=...)``) gives the app an event dispatcher that
+  redacts the ``args``, ``kwargs``, ``result``, ``exception`` and ``traceback`` fields of every
   task event (the result repr of ``task-succeeded`` is built in the worker from the
   raw return value, so this is the one place to catch it);
 * :class:`RedactingRequest` (``Task.Request``; :class:`RedactingTask` for

@@ -40,9 +40,8 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
-from celeryapp.core.names import REQUEUES_HEADER
-
 from celeryapp.core import holders
+from celeryapp.core.names import REQUEUES_HEADER
 
 # KEYS: unacked index (sorted set by delivery time), unacked (hash of tag -> message),
 # holders (hash of tag -> holder id: .holders)
@@ -98,7 +97,7 @@ def _running_tags() -> set:
             if request.message is not None}
 
 
-_LIVE_QOS: "weakref.WeakSet[QoS]" = weakref.WeakSet()  # this process's consuming channels
+_LIVE_QOS: weakref.WeakSet[QoS] = weakref.WeakSet()  # this process's consuming channels
 
 
 def _holds_work() -> bool:
@@ -416,7 +415,7 @@ class Channel(kombu_redis.Channel):
         if dest not in self._no_ack_queues:
             self.qos.record_batch([(payload["properties"]["delivery_tag"],
                                     unacked_record(raw, payload))
-                                   for raw, payload in zip(raws, payloads)])
+                                   for raw, payload in zip(raws, payloads, strict=True)])
         failure = None
         for payload in payloads:
             try:

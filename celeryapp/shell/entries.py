@@ -98,7 +98,7 @@ def fetch(client: resp.Redis, entries: list[Entry], steps: str = "all") -> list[
             slots.append((entry, "flow"))
     flows = []
     if commands:
-        for (entry, field), raw in zip(slots, client.pipeline(commands)):
+        for (entry, field), raw in zip(slots, client.pipeline(commands), strict=True):
             if field == "meta":
                 entry.meta = load_meta(raw)
             else:
@@ -144,7 +144,7 @@ def _fetch_steps(client: resp.Redis, flows: list, steps: str) -> None:
         records = []
         for _ in PARTS:
             values = next(replies) if names else []
-            records.append({n: v for n, v in zip(names, values) if v is not None})
+            records.append({n: v for n, v in zip(names, values, strict=True) if v is not None})
         _set_flow(entry, found, records, partial=True)
 
 
@@ -168,8 +168,8 @@ def find_started(entries: list[Entry]) -> None:
     b = broker()
     unacked, index = b.pipeline([("HGETALL", "unacked"),
                                  ("ZRANGE", "unacked_index", 0, -1, "WITHSCORES")])
-    scores = dict(zip(index[::2], index[1::2]))
-    for tag, raw in zip(unacked[::2], unacked[1::2]):
+    scores = dict(zip(index[::2], index[1::2], strict=True))
+    for tag, raw in zip(unacked[::2], unacked[1::2], strict=True):
         if not any(task_id.encode() in raw for task_id in running):
             continue
         try:
@@ -183,7 +183,7 @@ def find_started(entries: list[Entry]) -> None:
 def recent(client: resp.Redis, count: int) -> list[Entry]:
     raw = client.execute("ZREVRANGE", C.RECENT_KEY, 0, max(0, count - 1), "WITHSCORES")
     entries = []
-    for member, score in zip(raw[::2], raw[1::2]):
+    for member, score in zip(raw[::2], raw[1::2], strict=True):
         kind, _, entry_id = member.decode().partition(":")
         entries.append(Entry(entry_id, kind if kind in ("task", "flow") else None, float(score)))
     return entries
@@ -198,4 +198,4 @@ def submitted_times(r: resp.Redis, entries: list[Entry]) -> dict[str, float]:
     for entry in entries:
         members.append(f"{'flow' if entry.flow is not None else 'task'}:{entry.id}")
     scores = r.pipeline([("ZSCORE", C.RECENT_KEY, m) for m in members])
-    return {e.id: float(s) for e, s in zip(entries, scores) if s is not None}
+    return {e.id: float(s) for e, s in zip(entries, scores, strict=True) if s is not None}

@@ -5,10 +5,30 @@ import time
 
 from . import resp
 from .common import EXIT_FAILED, EXIT_OK, META_KEY, UNKNOWN, Failed, backend
-from .entries import Entry, fetch, find_started, flow_summary_line, known, load_meta, recent, \
-    submitted_times
-from .render import STATUS_HEADERS, Progress, detail, entry_json, error_text, runtime, \
-    seconds, show_result, state_label, status_rows, step_rows, table
+from .entries import (
+    Entry,
+    fetch,
+    find_started,
+    flow_summary_line,
+    known,
+    load_meta,
+    recent,
+    submitted_times,
+)
+from .render import (
+    STATUS_HEADERS,
+    Progress,
+    detail,
+    entry_json,
+    error_text,
+    runtime,
+    seconds,
+    show_result,
+    state_label,
+    status_rows,
+    step_rows,
+    table,
+)
 
 
 def cmd_status(a) -> int:
@@ -203,7 +223,8 @@ def cmd_cancel(a) -> int:
         try:
             from celeryapp.flows import cancel
         except ImportError as exc:
-            raise Failed(f"workflows are not available (cannot import celeryapp.flows: {exc})")
+            raise Failed(f"workflows are not available (cannot import celeryapp.flows: {exc})") \
+                from None
         state = cancel(a.id) or {}
         stopped = [name for name, step in (state.get("steps") or {}).items()
                    if step.get("state") == "cancelled"]

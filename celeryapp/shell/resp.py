@@ -359,7 +359,7 @@ class Connection:
             prefix.append(("SELECT", db))
         self.send([*prefix, *commands])
         replies = [self.read_reply() for _ in range(len(prefix) + len(commands))]
-        for command, reply in zip(prefix, replies):
+        for command, reply in zip(prefix, replies, strict=False):
             if isinstance(reply, ReplyError):
                 self.close()
                 if command[0] == "AUTH":
@@ -400,7 +400,7 @@ def run_batches(batches) -> list[list]:
     results: list = [None] * len(batches)
     for conn, groups in by_conn.values():
         replies = pipeline_groups(conn, [(db, commands) for _, db, commands in groups])
-        for (index, _, _), group_replies in zip(groups, replies):
+        for (index, _, _), group_replies in zip(groups, replies, strict=True):
             for reply in group_replies:
                 if isinstance(reply, ReplyError):
                     raise reply
@@ -460,7 +460,7 @@ class Redis:
     def execute(self, *args):
         return self.pipeline([args])[0]
 
-    def dedicated(self) -> "Redis":
+    def dedicated(self) -> Redis:
         """A new connection to the same server (e.g. for SUBSCRIBE)."""
         conn = self.connection
         return Redis(Connection(conn.endpoint, timeout=conn.timeout,

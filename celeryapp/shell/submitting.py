@@ -9,11 +9,27 @@ import time
 from ..core import names as C
 from ..core.agent_options import DEFAULT_PROFILE, check_request
 from ..core.errors import InvalidRequest
-from ..core.policy import (check_args_size, check_query, check_timeout, priority_value, route,
-                           time_limits)
+from ..core.policy import (
+    check_args_size,
+    check_query,
+    check_timeout,
+    priority_value,
+    route,
+    time_limits,
+)
 from . import resp
-from .common import EXIT_OK, FLOW_START_TASK, Failed, UsageError, backend, broker, env, \
-    result_expires, sent_event, timeout_policy
+from .common import (
+    EXIT_OK,
+    FLOW_START_TASK,
+    Failed,
+    UsageError,
+    backend,
+    broker,
+    env,
+    result_expires,
+    sent_event,
+    timeout_policy,
+)
 from .messages import task_message
 
 

@@ -98,7 +98,7 @@ def skip_if_done(task) -> None:
     try:
         meta = task.backend.get_task_meta(request.id, cache=False)
         state = meta.get("status")
-    except Exception as exc:  # the backend is down: run, as without the check
+    except Exception as exc:  # noqa: BLE001 - the backend is down: run, as without the check
         log.warning("%s[%s] redelivered; its stored state could not be read (%r): running "
                     "it", task.name, request.id, exc)
         return
@@ -120,6 +120,6 @@ def settle_redelivered(request, meta) -> None:
         return
     try:
         flows.settle(flow, header(request, STEP_HEADER), request.id, meta)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - never raises: the repair pass is the backstop
         log.warning("workflow %s: step %s: transition of its redelivered task %s failed: %r",
                     flow, header(request, STEP_HEADER), request.id, exc)

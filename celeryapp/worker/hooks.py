@@ -106,5 +106,5 @@ def _repair_loop(holder: str, every: float) -> None:
                 done = flows.repair()
                 if any(done[k] for k in ("settled", "republished", "started", "notices")):
                     log.warning("workflow repair pass: %s", done)
-        except Exception as exc:  # Redis away: the next turn tries again
+        except Exception as exc:  # noqa: BLE001 - Redis away: the next turn tries again
             log.warning("workflow repair pass failed: %r", exc)

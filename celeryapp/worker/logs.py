@@ -22,7 +22,7 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a bad format string: leave it to the handler to report
+        except Exception:  # noqa: BLE001 - a bad format string: leave it to the handler to report
             return True
         masked = redact_text(message)
         if masked != message:

@@ -36,8 +36,9 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from celeryapp.core.processes import children, parent_pid  # noqa: F401 (re-exported)
 from celeryapp.core.redaction import (
@@ -198,7 +199,7 @@ def on_session(session) -> None:
         while task_id in _entries:
             try:
                 statement = session.statement_id
-            except Exception:  # a closed session: the task is ending
+            except Exception:  # noqa: BLE001 - a closed session: the task is ending
                 return
             if statement:
                 note(task_id, statement_id=str(statement))

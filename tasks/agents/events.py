@@ -11,7 +11,8 @@ short (timeout) still tells what it had done.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 MAX_STDOUT_BYTES = 64 * 1024 * 1024
 """A CLI that prints one answer: more than this on stdout fails the run."""

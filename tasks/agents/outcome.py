@@ -21,8 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import (AgentAuthError, AgentError, AgentRateLimited, AgentUnavailable,
-                      TurboError)
+from ..errors import AgentAuthError, AgentError, AgentRateLimited, AgentUnavailable, TurboError
 
 TAIL_CHARS = 1500
 FIELDS = ("session_id", "num_turns", "cost_usd", "usage", "model_usage", "api_calls",

@@ -10,8 +10,9 @@ when the run failed. Pure Python; the Celery task and the tests share it.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from celeryapp.core.agent_options import PROFILE_NAMES, check_profile
 

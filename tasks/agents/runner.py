@@ -23,9 +23,10 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from celeryapp.core.agent_options import check_request
 
@@ -113,7 +114,8 @@ def run(profile_name: str, prompt: str, options: Mapping[str, Any], *, executabl
         try:
             result = profile.parse(outcome)
         except TurboError as exc:
-            raise exc.add_details(**where, duration_s=round(done.duration_s, 3))
+            exc.add_details(**where, duration_s=round(done.duration_s, 3))
+            raise
     result.update(where, exit_code=done.exit_code, duration_s=round(done.duration_s, 3),
                   pid=done.pid)
     return result
@@ -363,7 +365,7 @@ class _Pump:
             self.poller.register(fd, select.POLLIN)
 
     @classmethod
-    def open(cls, proc: subprocess.Popen, out: Any, err: Any) -> "_Pump | None":
+    def open(cls, proc: subprocess.Popen, out: Any, err: Any) -> _Pump | None:
         pidfd = _pidfd(proc.pid)
         return None if pidfd is None else cls(proc, pidfd, out, err)
 

@@ -15,9 +15,10 @@ import fnmatch
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ..errors import InvalidRequest
 
@@ -53,7 +54,7 @@ class Caps:
     kill_grace: float = 5.0
 
     @classmethod
-    def from_settings(cls, settings: Any, kill_grace: float = 5.0) -> "Caps":
+    def from_settings(cls, settings: Any, kill_grace: float = 5.0) -> Caps:
         return cls(scratch_dir=Path(settings.agent_scratch_dir),
                    permission_modes=split_list(settings.agent_permission_modes),
                    allowed_tools=split_list(settings.agent_allowed_tools),
@@ -129,7 +130,7 @@ class Room:
         self._base: Path | None = None
         self._session, self._resume = session, resume
 
-    def __enter__(self) -> "Room":
+    def __enter__(self) -> Room:
         if self.path is not None:
             return self
         if self._session is not None:  # a kept session: its own directory, kept

@@ -14,9 +14,9 @@ import fcntl
 import os
 import random
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from ..deadline import Cancelled, StopEvent
 from ..errors import SlotsBusy

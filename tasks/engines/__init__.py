@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from ..errors import InvalidRequest
 from .base import Engine, Session

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -24,7 +25,8 @@ class Session(ABC):
     reusable: bool = True
 
     @abstractmethod
-    def execute(self, sql: str, params: Params) -> tuple[pa.Schema | None, Iterator[pa.RecordBatch]]:
+    def execute(self, sql: str,
+                params: Params) -> tuple[pa.Schema | None, Iterator[pa.RecordBatch]]:
         """Run ``sql`` with bound ``params``; return the schema and a stream of batches.
 
         A statement without a result set returns ``(None, iter(()))``.

@@ -54,8 +54,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Mapping
 from urllib.parse import urlencode
 
 import pyarrow as pa
@@ -116,7 +116,7 @@ def _version() -> str:
         from importlib.metadata import version
 
         return version("agent-turbo")
-    except Exception:  # not installed (a source checkout on sys.path)
+    except Exception:  # noqa: BLE001 - not installed (a source checkout on sys.path)
         return "0"
 
 
@@ -170,7 +170,7 @@ class DatabricksConfig:
         return "DATABRICKS_TOKEN"
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> "DatabricksConfig":
+    def from_environ(cls, environ: Mapping[str, str]) -> DatabricksConfig:
         def get(name: str) -> str | None:
             value = (environ.get(name) or "").strip()
             return value or None
@@ -357,7 +357,7 @@ class DatabricksSession(Session):
     """One statement on a pooled connection: its own cursor, run asynchronously and polled
     here (see the module docstring); ``cancel()`` may come from any thread at any time."""
 
-    def __init__(self, connection, engine: "DatabricksEngine", *, deadline: float | None = None,
+    def __init__(self, connection, engine: DatabricksEngine, *, deadline: float | None = None,
                  task_id: str | None = None) -> None:
         self._connection = connection
         self._cursor = connection.cursor()
@@ -657,7 +657,7 @@ def _chain(exc: BaseException | None) -> Iterator[BaseException]:
 def _text(exc: BaseException) -> str:
     try:
         return str(exc).strip()
-    except Exception:
+    except Exception:  # noqa: BLE001 - a __str__ that fails: the type names it
         return type(exc).__name__
 
 

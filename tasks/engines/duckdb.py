@@ -39,7 +39,7 @@ _CLEAN_SQL_ERRORS = (_duckdb.ProgrammingError, _duckdb.DataError, _duckdb.Integr
 class DuckDBConnection:
     """A pooled connection and, for a file database, the file it opened."""
 
-    connection: "_duckdb.DuckDBPyConnection"
+    connection: _duckdb.DuckDBPyConnection
     file: tuple[int, int, int, int] | None = None  # (device, inode, size, mtime ns)
 
 
@@ -56,7 +56,7 @@ def _in_memory(path: str) -> bool:
 
 
 class DuckDBSession(Session):
-    def __init__(self, connection: "_duckdb.DuckDBPyConnection") -> None:
+    def __init__(self, connection: _duckdb.DuckDBPyConnection) -> None:
         self._connection = connection  # this statement's cursor
         self._reader = None
         self.reusable = True
@@ -149,5 +149,6 @@ class DuckDBEngine(Engine):
                 return EngineUnavailable(f"duckdb database {self.path!r} is busy: {message}")
             if "does not exist" in lowered or "cannot open" in lowered:
                 return EngineNotConfigured(
-                    f"duckdb database {self.path!r} cannot be opened (TURBO_DUCKDB_PATH): {message}")
+                    f"duckdb database {self.path!r} cannot be opened (TURBO_DUCKDB_PATH): "
+                    f"{message}")
         return QueryError(f"duckdb: {message}")

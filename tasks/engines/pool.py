@@ -31,8 +31,9 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class _Entry:
 class Lease:
     """One checked-out connection (``item``); hand it back exactly once."""
 
-    pool: "SessionPool"
+    pool: SessionPool
     entry: _Entry
     reused: bool
     done: bool = field(default=False)
@@ -90,7 +91,7 @@ class Lease:
         self.pool._give_back(self, keep=False)
 
 
-_POOLS: "weakref.WeakSet[SessionPool]" = weakref.WeakSet()
+_POOLS: weakref.WeakSet[SessionPool] = weakref.WeakSet()
 
 
 class SessionPool:
@@ -127,7 +128,8 @@ class SessionPool:
                 idle = self._idle.get(key)
                 while idle:
                     candidate = idle.pop()  # the most recently used: the warmest
-                    if candidate.policy != policy:  # settings changed: the old rules no longer apply
+                    # settings changed: the old rules no longer apply
+                    if candidate.policy != policy:
                         to_close.append((candidate, "policy"))
                         continue
                     found = candidate

@@ -1,4 +1,5 @@
-"""Integration tests (real Redis and real workers): the private redis-server runs for all of them."""
+"""Integration tests (real Redis and real workers): the private redis-server runs for all
+of them."""
 import pytest
 
 

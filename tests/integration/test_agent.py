@@ -1,4 +1,5 @@
-"""turbo.agent through Redis and real workers, with the fake claude CLI (tests/support/fakes/claude)."""
+"""turbo.agent through Redis and real workers, with the fake claude CLI
+(tests/support/fakes/claude)."""
 from __future__ import annotations
 
 import json
@@ -7,12 +8,19 @@ import uuid
 from pathlib import Path
 
 import pytest
-from support.helpers import gone, unique_queue, wait_for
 from celery.exceptions import TaskRevokedError
 
+from support.helpers import gone, unique_queue, wait_for
 from tasks.agent import run_agent
-from tasks.errors import (AgentAuthError, AgentError, AgentNotFound, AgentRateLimited,
-                          AgentTurnLimit, InvalidRequest, TaskTimeout)
+from tasks.errors import (
+    AgentAuthError,
+    AgentError,
+    AgentNotFound,
+    AgentRateLimited,
+    AgentTurnLimit,
+    InvalidRequest,
+    TaskTimeout,
+)
 
 WAIT = 60
 
@@ -195,7 +203,7 @@ def test_timeout_kills_grandchildren(shared_worker, tmp_path):
                         timeout=4).get(timeout=WAIT)
     for path in (pidfile, leader):
         pid = read_pid(path, 1)
-        wait_for(lambda: gone(pid), 10, f"pid {pid} from {path.name} gone")
+        wait_for(lambda pid=pid: gone(pid), 10, f"pid {pid} from {path.name} gone")
 
 
 def test_revoke_with_sigusr1_kills_the_process_group(start_worker, celery_app, tmp_path):
@@ -208,7 +216,7 @@ def test_revoke_with_sigusr1_kills_the_process_group(start_worker, celery_app, t
     assert not gone(grandchild) and not gone(agent)
     async_result.revoke(terminate=True, signal="SIGUSR1")
     for pid in (grandchild, agent):
-        wait_for(lambda: gone(pid), 20, f"pid {pid} gone after revoke")
+        wait_for(lambda pid=pid: gone(pid), 20, f"pid {pid} gone after revoke")
     with pytest.raises(TaskRevokedError):  # a revoke stays a revoke, not a timeout
         async_result.get(timeout=WAIT)
     assert celery_app.backend.get_task_meta(async_result.id)["status"] == "REVOKED"
@@ -236,7 +244,7 @@ def test_host_concurrency_limit(start_worker, celery_app, tmp_path):
         runs.setdefault(event["pid"], {})[event["event"]] = event["t"]
     spans = sorted((run["start"], run["end"]) for run in runs.values())
     assert len(spans) == 3
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         assert start >= end, f"agent runs overlap: {spans}"
 
 

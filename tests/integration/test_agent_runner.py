@@ -12,15 +12,23 @@ import time
 from pathlib import Path
 
 import pytest
-from support.helpers import gone, wait_for
 
 from celeryapp.core.agent_options import CLAUDE_PERMISSION_MODES
+from support.helpers import gone, wait_for
 from tasks.agents import runner
 from tasks.agents.sandbox import Caps
 from tasks.agents.slots import HostSlots
-from tasks.errors import (AgentAuthError, AgentError, AgentNotFound, AgentRateLimited,
-                          AgentTurnLimit, AgentUnavailable, InvalidRequest, SlotsBusy,
-                          TaskTimeout)
+from tasks.errors import (
+    AgentAuthError,
+    AgentError,
+    AgentNotFound,
+    AgentRateLimited,
+    AgentTurnLimit,
+    AgentUnavailable,
+    InvalidRequest,
+    SlotsBusy,
+    TaskTimeout,
+)
 
 FAKE = str(Path(__file__).resolve().parents[1] / "support" / "fakes" / "claude")
 OPTIONS = ("model", "max_turns", "allowed_tools", "permission_mode", "append_system_prompt",
@@ -245,7 +253,7 @@ def test_timeout_kills_the_process_group_and_keeps_the_session(run, tmp_path):
     assert raised.value.details["session_id"]  # from the init event, before any answer
     assert "still working on it" in str(raised.value)  # the output's tail
     for name in ("grandchild.pid", "leader.pid"):
-        pid = int(wait_for(lambda: (tmp_path / name).exists()
+        pid = int(wait_for(lambda name=name: (tmp_path / name).exists()
                            and (tmp_path / name).read_text().strip(), 1, name))
         assert gone(pid), f"{name} {pid} still running"
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from support.helpers import unique_queue
 
+from support.helpers import unique_queue
 from tasks.agent import run_agent
 from tasks.errors import InvalidRequest
 from tasks.query import run_query

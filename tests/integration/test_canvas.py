@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from celery import chain, chord, group
 from celery.exceptions import ChordError, TaskRevokedError
-from support.helpers import unique_queue, wait_for
 
+from support.helpers import unique_queue, wait_for
 from tasks.agent import run_agent
 from tasks.errors import InvalidRequest, QueryError
 from tasks.query import run_query

@@ -18,10 +18,10 @@ import uuid
 
 import pytest
 from celery.exceptions import TaskRevokedError
-from support.fakes.warehouse import start_warehouse
-from support.helpers import unique_queue, wait_for
 
 from celeryapp.dev.localworker import WorkerProcess
+from support.fakes.warehouse import start_warehouse
+from support.helpers import unique_queue, wait_for
 from tasks.engines import databricks as dbx
 from tasks.errors import EngineNotConfigured, EngineUnavailable, QueryError, TaskTimeout
 from tasks.query import run_query
@@ -244,7 +244,8 @@ def test_a_refused_oauth_client_fails_at_once_naming_it(own, celery_app):
 
 
 def test_session_configuration_and_cloud_fetch_come_from_the_environment(own):
-    wh, worker = own(env=lambda w: {**w.env(), "DATABRICKS_SESSION_CONF": "ansi_mode=true,timezone=UTC",
+    wh, worker = own(env=lambda w: {**w.env(),
+                                    "DATABRICKS_SESSION_CONF": "ansi_mode=true,timezone=UTC",
                                     "DATABRICKS_USE_CLOUD_FETCH": "false"})
     query(worker, "SELECT 1").get(timeout=WAIT)
     conf = wh.stats.session_configs[0]["configuration"]

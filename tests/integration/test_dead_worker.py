@@ -11,7 +11,6 @@ import signal
 import time
 
 from support.helpers import gone, unique_queue, wait_for
-
 from tasks.agent import run_agent
 
 WAIT = 90

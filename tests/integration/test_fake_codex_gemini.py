@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from support.agent_clis import cli_or_skip_reason
 from support.fakes.gemini_api import start_gemini_api
 from support.fakes.openai_api import start_openai_api
-
 from tasks.agents import runner
 from tasks.agents.sandbox import Caps
 from tasks.errors import TurboError

@@ -14,10 +14,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from support.helpers import wait_for
 
 from celeryapp import flows
 from celeryapp.dev.localredis import LocalRedis
+from support.helpers import wait_for
 
 WAIT = 90
 FAST_REPAIR = {"TURBO_FLOW_REPAIR_INTERVAL": "1", "TURBO_FLOW_DISPATCH_GRACE": "3",
@@ -25,8 +25,8 @@ FAST_REPAIR = {"TURBO_FLOW_REPAIR_INTERVAL": "1", "TURBO_FLOW_DISPATCH_GRACE": "
 
 
 def _snapshot(client, flow_id: str) -> dict:
-    from celeryapp.flows import layout
     from celeryapp.core.names import FLOWS_RUNNING_KEY
+    from celeryapp.flows import layout
 
     out = {}
     for part in layout.PARTS:
@@ -39,7 +39,7 @@ def _snapshot(client, flow_id: str) -> dict:
 
 def _pairs(reply) -> list[tuple[str, str]]:
     rest = [item.decode() if isinstance(item, bytes) else item for item in reply[2:]]
-    return list(zip(rest[::2], rest[1::2]))
+    return list(zip(rest[::2], rest[1::2], strict=True))
 
 
 def test_transitions_are_idempotent_and_counters_fan_in(celery_app):
@@ -72,7 +72,8 @@ def test_transitions_are_idempotent_and_counters_fan_in(celery_app):
     again = store.run("succeeded", flow_id, flow_id, "a", tid["a"], 3.5, '{"value": 2}', "")
     assert int(again[0]) == 0 and _pairs(again) == []
     assert _snapshot(client, flow_id) == after  # a repeated "succeeded" changes nothing
-    assert store.run("failed", flow_id, flow_id, "a", tid["a"], 3.6, "failed", "late", "failed")[0] == 0
+    assert store.run("failed", flow_id, flow_id, "a", tid["a"], 3.6, "failed", "late",
+                     "failed")[0] == 0
     assert _snapshot(client, flow_id) == after
 
     store.mark_queued(flow_id, [("b", tid["b"]), ("c", tid["c"])], 4.0)

@@ -17,12 +17,23 @@ import uuid
 from pathlib import Path
 
 import pytest
-from support.helpers import wait_for
 
-from celeryapp.monitoring.flower import CONFIG_FILE, FlowerConfigError, FlowerProcess, flower_options
+from celeryapp.core.redaction import (
+    MASK,
+    format_flower_task,
+    is_secret_name,
+    redact,
+    redact_event_fields,
+    redact_text,
+)
 from celeryapp.dev.localredis import free_port
-from celeryapp.core.redaction import (MASK, format_flower_task, is_secret_name, redact,
-                                 redact_event_fields, redact_text)
+from celeryapp.monitoring.flower import (
+    CONFIG_FILE,
+    FlowerConfigError,
+    FlowerProcess,
+    flower_options,
+)
+from support.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = "ops"
@@ -136,7 +147,8 @@ def test_plain_celery_flower_refuses_without_credentials():
     (["--conf=/tmp/other.py"], {"TURBO_FLOWER_DEV": "1"}, "always uses"),
 ])
 def test_launcher_refuses_unsafe_setups(args, env, message):
-    done = run_flower_cli([sys.executable, "-m", "celeryapp.monitoring.flower", *args], clean_env(**env))
+    done = run_flower_cli([sys.executable, "-m", "celeryapp.monitoring.flower", *args],
+                          clean_env(**env))
     assert done.returncode == 2, done
     assert message in done.stderr
     assert "hunter2" not in done.stderr + done.stdout
@@ -341,10 +353,11 @@ def test_flower_never_shows_secrets(flower, celery_app, shared_worker):
 
 def test_failure_texts_are_redacted(flower, celery_app, shared_worker):
     """A failed query's exception and traceback (task-failed event) are masked too."""
+    from tasks.errors import QueryError
     from tasks.query import run_query
 
     result = run_query.delay("SELECT * FROM missing_table WHERE secret = 'hunter2'")
-    with pytest.raises(Exception):
+    with pytest.raises(QueryError):
         result.get(timeout=60)
     info = wait_for(lambda: (lambda i: i if i.get("state") == "FAILURE" else None)(
         task_info(flower, result.id)), 30, "failure")

@@ -124,7 +124,8 @@ def test_agent_output_adds_steps(flow_worker, tmp_path):
 def test_invalid_added_steps_fail_the_step_with_the_reason(flow_worker):
     flow_id = flows.submit({"name": "bad-expand", "defaults": {"queue": flow_worker.queue},
                             "steps": {"a": {"query": "SELECT 1",
-                                            "on_complete": "tests.support.flow_callbacks:bad_steps"},
+                                            "on_complete": "tests.support.flow_callbacks"
+                                                           ":bad_steps"},
                                       "b": {"needs": ["a"], "query": "SELECT 2"}}})
     state = flows.wait(flow_id, WAIT)
     assert state["state"] == "failed"
@@ -211,7 +212,7 @@ def test_get_state_and_summary_of_a_big_workflow_read_alike_in_the_shell(celery_
     store = engine._store()
     store.create(flow_id, state)
     reply = [item.decode() for item in store.run("start", flow_id, flow_id, time.time())[2:]]
-    claimed = list(zip(reply[::2], reply[1::2]))
+    claimed = list(zip(reply[::2], reply[1::2], strict=True))
     assert len(claimed) == size
     for name, task_id in claimed[:3]:
         store.run("failed", flow_id, flow_id, name, task_id, time.time(), "failed", "boom",

@@ -21,8 +21,8 @@ WAIT = 60
 
 def health_cli(*args: str, timeout: float = 90) -> tuple[subprocess.CompletedProcess, float]:
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "celeryapp.monitoring.health", *args], env=dict(os.environ),
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run([sys.executable, "-m", "celeryapp.monitoring.health", *args],
+                          env=dict(os.environ), capture_output=True, text=True, timeout=timeout)
     return done, time.monotonic() - started
 
 

@@ -9,14 +9,14 @@ import urllib.request
 import uuid
 
 import pytest
-from support.helpers import wait_for
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from celeryapp.monitoring import metrics
 from celeryapp.core.names import host_queue
 from celeryapp.dev.localredis import free_port
+from celeryapp.monitoring import metrics
+from support.helpers import wait_for
 
 COST = 0.0123  # what tests/support/fakes/claude reports per run
 
@@ -191,8 +191,16 @@ def test_binding_members():
 def test_outcomes_and_costs_from_errors():
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from tasks.errors import (AgentAuthError, AgentError, AgentNotFound, AgentRateLimited,
-                              AgentTurnLimit, AgentUnavailable, InvalidRequest, TaskTimeout)
+    from tasks.errors import (
+        AgentAuthError,
+        AgentError,
+        AgentNotFound,
+        AgentRateLimited,
+        AgentTurnLimit,
+        AgentUnavailable,
+        InvalidRequest,
+        TaskTimeout,
+    )
 
     assert metrics.outcome_of(AgentRateLimited("x")) == "rate_limited"
     assert metrics.outcome_of(TaskTimeout("x")) == "timeout"

@@ -14,11 +14,10 @@ import time
 import uuid
 from pathlib import Path
 
-from support.helpers import unique_queue, wait_for
-
 from celeryapp.core.holders import LAPSE_EXIT_CODE
 from celeryapp.dev.localredis import LocalRedis
 from celeryapp.dev.netcut import NetCut
+from support.helpers import unique_queue, wait_for
 from tasks.agent import run_agent
 
 WAIT = 120

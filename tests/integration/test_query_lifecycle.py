@@ -63,7 +63,8 @@ def test_transient_lock_error_is_retried_then_succeeds(start_worker, base_dir):
     holder.execute("CREATE TABLE t AS SELECT 42 AS answer")
     holder.execute("CHECKPOINT")
     worker = start_worker(queues=queue, concurrency=1, env={
-        "TURBO_DUCKDB_PATH": str(path), "TURBO_RETRY_BACKOFF": "0.5", "TURBO_RETRY_BACKOFF_MAX": "1"})
+        "TURBO_DUCKDB_PATH": str(path), "TURBO_RETRY_BACKOFF": "0.5",
+        "TURBO_RETRY_BACKOFF_MAX": "1"})
     async_result = run_query.delay("SELECT answer FROM t", retries=20, queue=queue)
     deadline = time.monotonic() + WAIT
     while f"{async_result.id}] transient error, retry 2/" not in worker.log():

@@ -10,15 +10,20 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from celeryapp.dev.localredis import free_port
 from support.agent_clis import CLAUDE_QUIET_ENV, cli_or_skip_reason
 from support.fakes.anthropic_api import start_anthropic_api
 from support.helpers import unique_queue
-
-from celeryapp.dev.localredis import free_port
-
 from tasks.agent import run_agent
-from tasks.errors import (AgentAuthError, AgentRateLimited, AgentTurnLimit, AgentUnavailable,
-                          InvalidRequest, TaskTimeout)
+from tasks.errors import (
+    AgentAuthError,
+    AgentRateLimited,
+    AgentTurnLimit,
+    AgentUnavailable,
+    InvalidRequest,
+    TaskTimeout,
+)
 
 WAIT = 120
 CLAUDE, WHY_NOT = cli_or_skip_reason("claude")

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+
+from celeryapp.dev.localredis import free_port
 from support.agent_clis import cli_or_skip_reason
 from support.fakes.gemini_api import start_gemini_api
 from support.fakes.openai_api import start_openai_api
-
-from celeryapp.dev.localredis import free_port
 from tasks.agents import runner
 from tasks.agents.sandbox import Caps
 from tasks.errors import AgentAuthError, AgentRateLimited, AgentUnavailable, InvalidRequest

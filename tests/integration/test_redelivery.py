@@ -9,14 +9,12 @@ task's message exactly that and puts it back on its queue."""
 from __future__ import annotations
 
 import json
-import os
 import time
-from pathlib import Path
 
 import pytest
+
 from support.crash_task import CRASH_TASK, crash_worker
 from support.helpers import unique_queue, wait_for
-
 from tasks.agent import run_agent
 from tasks.errors import TaskCrashed
 

@@ -14,8 +14,8 @@ import time
 
 import duckdb
 import pytest
-from support.helpers import unique_queue
 
+from support.helpers import unique_queue
 from tasks.errors import QueryError, TaskTimeout
 from tasks.query import run_query
 

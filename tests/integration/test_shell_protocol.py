@@ -156,7 +156,7 @@ def test_every_priority_lands_where_celery_puts_it(broker_client):
 
     assert layout(lean_queue) == layout(celery_queue)
     assert layout(lean_queue)[0] == {"Q": 1, "Q:3": 2, "Q:6": 1, "Q:9": 1}
-    for name, value in PRIORITIES.items():
+    for value in PRIORITIES.values():
         expected = lean_queue if value == 0 else f"{lean_queue}:{value}"
         assert messages.queue_key(lean_queue, value) == expected
 

@@ -18,10 +18,10 @@ from contextlib import contextmanager
 
 import pytest
 from celery import chord, group
-from support.helpers import unique_queue, wait_for
 
 from celeryapp.core.names import RECENT_KEY
 from celeryapp.submit import apply_group, registered
+from support.helpers import unique_queue, wait_for
 from tasks.errors import QueryError
 
 WAIT = 60
@@ -162,8 +162,8 @@ def monitored(redis_client):
 def test_the_switch_switched(client_app, worker, mode, broker_client):
     from kombu.transport.redis import Transport as KombuTransport
 
-    from celeryapp.overrides.stock import StockRedisBackend
     from celeryapp.overrides.backend import TurboRedisBackend
+    from celeryapp.overrides.stock import StockRedisBackend
     from celeryapp.overrides.transport import Transport as TurboTransport
 
     stock = mode == "stock"

@@ -24,7 +24,8 @@ def test_batch_publishes_when_the_block_ends(celery_app, broker_client, nobody_h
 
     queue = host_queue(nobody_host)
     with batch(celery_app) as producer:
-        ids = [run_query.apply_async(("SELECT 1",), queue=host_queue(nobody_host), producer=producer).id
+        ids = [run_query.apply_async(("SELECT 1",), queue=host_queue(nobody_host),
+                                     producer=producer).id
                for _ in range(5)]
         assert queued(broker_client, queue) == 0  # nothing sent yet: one pipeline at the end
     assert queued(broker_client, queue) == 5

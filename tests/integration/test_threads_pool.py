@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 from celery.exceptions import TaskRevokedError
 from celery.result import AsyncResult
-from support.helpers import gone, unique_queue, wait_for
 
 from celeryapp import flows
 from celeryapp.core.names import host_queue
 from celeryapp.dev.localworker import WorkerProcess
+from support.helpers import gone, unique_queue, wait_for
 from tasks.agent import run_agent
 from tasks.errors import TaskTimeout
 from tasks.query import run_query
@@ -165,7 +165,7 @@ def grandchild_prompt(tmp_path: Path, sleep: int = 300) -> tuple[str, Path, Path
 def assert_group_gone(*pidfiles: Path) -> None:
     for path in pidfiles:
         pid = read_pid(path, 5)
-        wait_for(lambda: gone(pid), 10, f"pid {pid} ({path.name}) gone")
+        wait_for(lambda pid=pid: gone(pid), 10, f"pid {pid} ({path.name}) gone")
 
 
 def test_agent_timeout_kills_the_process_group(start_worker, tmp_path):

@@ -114,8 +114,9 @@ def test_column_based_results_when_the_client_cannot_read_arrow(wh, monkeypatch)
 
 def test_named_and_positional_parameters(wh):
     with connect(wh) as conn, conn.cursor() as cur:
-        cur.execute("SELECT :n + 1 AS n1, :s AS s, ':s' AS literal, :day AS day, :amount AS amount, "
-                    ":flag AS flag, :ts AS ts, CAST(:n AS VARCHAR)::INT AS again",
+        cur.execute("SELECT :n + 1 AS n1, :s AS s, ':s' AS literal, :day AS day, "
+                    ":amount AS amount, :flag AS flag, :ts AS ts, "
+                    "CAST(:n AS VARCHAR)::INT AS again",
                     {"n": 41, "s": "it's", "day": dt.date(2026, 1, 31), "amount": Decimal("9.75"),
                      "flag": False, "ts": dt.datetime(2026, 1, 31, 23, 59, 58)})
         assert [tuple(r) for r in cur.fetchall()] == [
@@ -126,7 +127,8 @@ def test_named_and_positional_parameters(wh):
                         "flag": "BOOLEAN", "ts": "TIMESTAMP"}
         cur.execute("SELECT ? * 2 AS twice, ? AS word", [21, "x"])
         assert [tuple(r) for r in cur.fetchall()] == [(42, "x")]
-        with pytest.raises(dbexc.ServerOperationError, match=r"UNBOUND_SQL_PARAMETER.*SQLSTATE: 42P02"):
+        with pytest.raises(dbexc.ServerOperationError,
+                           match=r"UNBOUND_SQL_PARAMETER.*SQLSTATE: 42P02"):
             cur.execute("SELECT :missing AS m", {"other": 1})
 
 
@@ -134,7 +136,8 @@ def test_300k_rows_arrive_in_pages_through_fetchmany_arrow(tmp_path):
     wh = start_warehouse(tmp_path, status_wait=STATUS_WAIT, page_rows=50_000)
     try:
         with connect(wh) as conn, conn.cursor() as cur:
-            cur.execute("SELECT i AS id, 'c' || (i % 7) AS label, i * 0.5 AS half FROM range(300000) t(i)")
+            cur.execute("SELECT i AS id, 'c' || (i % 7) AS label, i * 0.5 AS half "
+                        "FROM range(300000) t(i)")
             chunks = []
             while True:
                 table = cur.fetchmany_arrow(70_000)
@@ -249,7 +252,8 @@ def test_cancel_interrupts_a_long_duckdb_query(wh):
         thread.join(10)
         assert "CANCELED" in str(outcome["error"])
     # DuckDB really stopped: the operation's thread is gone.
-    assert wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("standin-op-")])
+    assert wait_for(lambda: not [t for t in threading.enumerate()
+                                 if t.name.startswith("standin-op-")])
 
 
 def test_cancel_while_execute_statement_is_in_flight_is_lost(wh):
@@ -379,7 +383,8 @@ def test_one_session_per_connect_reused_by_every_statement(wh):
     assert wh.stats.user_agents[0] == "PyDatabricksSqlConnector/4.9.0 (agent-turbo-tests)"
     assert wh.stats.session_configs[0]["configuration"] == {
         "ansi_mode": "true", "spark.thriftserver.arrowBasedRowSet.timestampAsString": "false"}
-    assert wh.stats.conf_overlays[0] == {"spark.thriftserver.arrowBasedRowSet.timestampAsString": "false"}
+    assert wh.stats.conf_overlays[0] == {
+        "spark.thriftserver.arrowBasedRowSet.timestampAsString": "false"}
 
 
 def test_catalog_and_schema_open_the_session_in_that_schema(wh):
@@ -399,7 +404,8 @@ def test_forgotten_session_gives_invalid_session_handle(wh):
     with pytest.raises(dbexc.DatabaseError) as caught:
         cur.execute("SELECT 1")
     assert type(caught.value) is dbexc.DatabaseError  # no SQLSTATE, no context
-    assert str(caught.value) == f"Invalid SessionHandle: SessionHandle [{conn.get_session_id_hex()}]"
+    assert str(caught.value) == ("Invalid SessionHandle: "
+                                 f"SessionHandle [{conn.get_session_id_hex()}]")
     conn.close()  # the connector logs and swallows the same error on CloseSession
     assert wh.stats.close_session == 1
 
@@ -421,10 +427,12 @@ def test_ssl_cert_file_is_enough_to_trust_the_stand_in(wh, monkeypatch):
 
 def test_json_state_and_faults_endpoints(wh):
     with connect(wh) as conn:
-        remote_fault(wh.url, wh.ca_file, "http_error", status=503, count=2, method="ExecuteStatement")
+        remote_fault(wh.url, wh.ca_file, "http_error", status=503, count=2,
+                     method="ExecuteStatement")
         state = remote_state(wh.url, wh.ca_file)
         assert state["stats"]["open_sessions"] == [conn.get_session_id_hex()]
-        assert state["faults"]["http"] == [{"status": 503, "remaining": 2, "method": "ExecuteStatement",
+        assert state["faults"]["http"] == [{"status": 503, "remaining": 2,
+                                            "method": "ExecuteStatement",
                                             "retry_after": 1, "message": None}]
         assert state["warehouse"]["http_path"] == wh.http_path
     with pytest.raises(urllib.error.HTTPError) as caught:
@@ -442,8 +450,10 @@ def test_command_line_entry_point_serves_a_separate_process(tmp_path):
         env = info["env"]
         assert env["DATABRICKS_TOKEN"] == "dapi-cli"
         with sql.connect(server_hostname=env["DATABRICKS_SERVER_HOSTNAME"],
-                         http_path=env["DATABRICKS_HTTP_PATH"], access_token=env["DATABRICKS_TOKEN"],
-                         _port=int(env["DATABRICKS_PORT"]), _tls_trusted_ca_file=env["SSL_CERT_FILE"],
+                         http_path=env["DATABRICKS_HTTP_PATH"],
+                         access_token=env["DATABRICKS_TOKEN"],
+                         _port=int(env["DATABRICKS_PORT"]),
+                         _tls_trusted_ca_file=env["SSL_CERT_FILE"],
                          **FAST) as conn, conn.cursor() as cur:
             cur.execute("SELECT 40 + 2 AS answer")
             assert cur.fetchall()[0].answer == 42

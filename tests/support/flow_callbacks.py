@@ -3,7 +3,8 @@
 
 def add_report_step(result, step, flow):
     total = result["rows"][0][0]
-    return {"report": {"needs": [step], "query": "SELECT {{ count_orders.rows[0][0] }} * 2 AS doubled",
+    return {"report": {"needs": [step],
+                       "query": "SELECT {{ count_orders.rows[0][0] }} * 2 AS doubled",
                        "priority": "high"},
             "echo": {"query": f"SELECT {total} AS seen"}}
 

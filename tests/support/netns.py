@@ -94,7 +94,7 @@ class Topology:
         return ("redis", *self.hosts)
 
     # --- build -----------------------------------------------------------------
-    def create(self) -> "Topology":
+    def create(self) -> Topology:
         """Build everything; raise NamespacesUnavailable if ``ip netns add`` is refused."""
         first = _ip("netns", "add", self.ns("redis"), check=False)
         if first.returncode != 0:
@@ -233,7 +233,7 @@ class NetnsRedis:
     def url(self) -> str:
         return self.config.url
 
-    def start(self, timeout: float = 20.0) -> "NetnsRedis":
+    def start(self, timeout: float = 20.0) -> NetnsRedis:
         from celeryapp.dev.localredis import find_redis_server
 
         local = self.config
@@ -278,7 +278,7 @@ class NetnsWorker:
     def pid(self) -> int:
         return self.process.pid
 
-    def start(self) -> "NetnsWorker":
+    def start(self) -> NetnsWorker:
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         with open(self.logfile, "ab") as out:
             out.write(f"\n--- start {time.strftime('%H:%M:%S')} ---\n".encode())
@@ -320,7 +320,7 @@ class NetnsClient:
         self._replies: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
 
-    def start(self) -> "NetnsClient":
+    def start(self) -> NetnsClient:
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         err = open(self.logfile, "ab")
         self.process = subprocess.Popen(

@@ -1,4 +1,5 @@
-"""System tests (network namespaces, deploy files, a browser): the private redis-server runs for all of them."""
+"""System tests (network namespaces, deploy files, a browser): the private redis-server runs
+for all of them."""
 import pytest
 
 

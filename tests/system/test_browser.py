@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from celeryapp.monitoring.flower import FlowerProcess
 from celeryapp.dev.localredis import free_port
+from celeryapp.monitoring.flower import FlowerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -66,7 +66,7 @@ class Browser:
         return answer.get("value")
 
     @classmethod
-    def open(cls, driver_url: str, profile_dir: Path) -> "Browser":
+    def open(cls, driver_url: str, profile_dir: Path) -> Browser:
         binary = CHROMIUM_BINARY if CHROMIUM_BINARY.exists() else CHROMIUM
         capabilities = {"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -213,7 +213,8 @@ def test_flower_in_chromium(browser, start_worker, celery_app, base_dir, tmp_pat
 
         # a secret in the SQL (and so in the result) shows masked
         secret = run_query.delay("SELECT 'password=hunter2' AS note, "
-                                 "'dapi0123456789abcdef0123456789abcdef' AS tok", host=f"beta-{suffix}")
+                                 "'dapi0123456789abcdef0123456789abcdef' AS tok",
+                                 host=f"beta-{suffix}")
         secret.get(timeout=60)
         wait_flower_state(flower, secret.id, "SUCCESS")
         browser.get(f"{flower.url}/task/{secret.id}")

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from celeryapp.core import names
 from celeryapp.config import Settings
+from celeryapp.core import names
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = ROOT / "ops"
@@ -259,8 +259,8 @@ def test_compose_names_modules_volumes_and_variables_that_exist(compose):
         command = service.get("command")
         if isinstance(command, list) and command[:2] == ["python", "-m"]:
             modules.add(command[2])
-    assert modules >= {"celeryapp.worker.host", "celeryapp.monitoring.flower", "celeryapp.monitoring.metrics",
-                       "celeryapp.monitoring.health"}
+    assert modules >= {"celeryapp.worker.host", "celeryapp.monitoring.flower",
+                       "celeryapp.monitoring.metrics", "celeryapp.monitoring.health"}
     missing = sorted(m for m in modules if not module_exists(m))
     assert not missing, f"compose runs modules that do not exist: {missing}"
     declared = set(compose["volumes"])
@@ -517,7 +517,6 @@ def run_python(code_or_module: list[str], env: dict, timeout: float = 90):
 def test_production_redis_conf_runs_a_worker_over_tls_with_the_acl_user(tmp_path, base_dir):
     from celeryapp.dev.localredis import find_redis_server, free_port
     from celeryapp.dev.localworker import WorkerProcess
-
     from support.helpers import redis_server_has_tls
 
     if not redis_server_has_tls(find_redis_server()):
@@ -550,9 +549,9 @@ def test_production_redis_conf_runs_a_worker_over_tls_with_the_acl_user(tmp_path
         })
         # no client certificate: refused, whatever the password
         refused = run_python(["-c", (
-            "import redis,sys; r=redis.Redis(host='localhost', port=%d, ssl=True, "
-            "ssl_ca_certs=sys.argv[1], username='turbo', password=sys.argv[2]); r.ping()")
-            % port, str(tmp_path / "ca.crt"), passwords["turbo"]], env)
+            f"import redis,sys; r=redis.Redis(host='localhost', port={port}, ssl=True, "
+            "ssl_ca_certs=sys.argv[1], username='turbo', password=sys.argv[2]); r.ping()"),
+            str(tmp_path / "ca.crt"), passwords["turbo"]], env)
         assert refused.returncode != 0
         host = f"tls{uuid.uuid4().hex[:4]}"
         logdir = base_dir / "logs"
@@ -582,9 +581,9 @@ def test_production_redis_conf_runs_a_worker_over_tls_with_the_acl_user(tmp_path
         assert stale.returncode == 0 and "no stale tasks" in stale.stdout, stale.stderr[-3000:]
         # the ACL keeps the application user away from admin commands
         flush = run_python(["-c", (
-            "import redis,sys; r=redis.Redis(host='localhost', port=%d, ssl=True, "
+            f"import redis,sys; r=redis.Redis(host='localhost', port={port}, ssl=True, "
             "ssl_ca_certs=sys.argv[1], ssl_certfile=sys.argv[2], ssl_keyfile=sys.argv[3], "
-            "username='turbo', password=sys.argv[4]); r.flushall()") % port,
+            "username='turbo', password=sys.argv[4]); r.flushall()"),
             str(tmp_path / "ca.crt"), str(tmp_path / "client.crt"),
             str(tmp_path / "client.key"), passwords["turbo"]], env)
         assert flush.returncode != 0 and "NoPermission" in flush.stderr, flush.stderr[-2000:]
@@ -605,7 +604,8 @@ def test_runbook_commands_exist():
     text = RUNBOOK.read_text()
     assert not unknown_names(text), unknown_names(text)
     modules = set(MODULE_ARG.findall(text))
-    assert {"celeryapp.monitoring.health", "celeryapp.monitoring.flower", "celeryapp.monitoring.metrics"} <= modules
+    assert {"celeryapp.monitoring.health", "celeryapp.monitoring.flower",
+            "celeryapp.monitoring.metrics"} <= modules
     assert not [m for m in modules if not module_exists(m)]
     used = re.findall(r"celery -A celeryapp (inspect|control) (\w+)", text)
     assert {"running_queries", "running_agents", "cancel_task", "cancel_consumer"} <= {

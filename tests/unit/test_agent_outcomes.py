@@ -11,8 +11,13 @@ import pytest
 from support.agent_clis import PINS
 from tasks.agents import claude
 from tasks.agents.outcome import FIELDS, Outcome, error_class
-from tasks.errors import (AgentAuthError, AgentError, AgentRateLimited, AgentTurnLimit,
-                          AgentUnavailable)
+from tasks.errors import (
+    AgentAuthError,
+    AgentError,
+    AgentRateLimited,
+    AgentTurnLimit,
+    AgentUnavailable,
+)
 
 RECORDED = Path(__file__).parents[1] / "support" / "recorded" / f"claude-{PINS['claude'][1]}"
 

@@ -2,7 +2,6 @@
 delay() and turbo), the worker operator's caps, the run's environment and room."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

@@ -7,8 +7,8 @@ import pytest
 from pydantic import ValidationError
 
 from celeryapp.config import Settings, redact_url, with_password
-from celeryapp.factory import celery_config
 from celeryapp.core.policy import priority_value
+from celeryapp.factory import celery_config
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +62,8 @@ def test_priority_steps_and_names():
     assert conf["broker_transport_options"]["priority_steps"] == [0, 3, 6, 9]
     assert conf["broker_transport_options"]["queue_order_strategy"] == "priority"
     assert conf["task_default_priority"] == 6
-    assert [priority_value(p, "normal") for p in ("critical", "high", "normal", "low")] == [0, 3, 6, 9]
+    assert [priority_value(p, "normal")
+            for p in ("critical", "high", "normal", "low")] == [0, 3, 6, 9]
     assert priority_value(None, "low") == 9
     with pytest.raises(ValueError, match="unknown priority 'asap'"):
         priority_value("asap", "normal")

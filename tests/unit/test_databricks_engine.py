@@ -312,7 +312,8 @@ def test_bound_retries_sets_what_is_left_of_the_deadline():
     dbx.bound_retries(connection, time.monotonic() + 12)
     backend = connection.session.backend
     assert 11 < backend._retry_stop_after_attempts_duration <= 12
-    assert backend.retry_policy.stop_after_attempts_duration == backend._retry_stop_after_attempts_duration
+    assert (backend.retry_policy.stop_after_attempts_duration
+            == backend._retry_stop_after_attempts_duration)
     dbx.bound_retries(connection, time.monotonic() - 3)
     assert backend._retry_stop_after_attempts_duration == 1
     dbx.bound_retries(object(), time.monotonic())  # anything else: left alone

@@ -50,8 +50,8 @@ def records(steps: list[tuple[str, dict, str, dict | None, object]]):
 def test_recorded_fields_replace_defaults_and_the_order_is_the_specs():
     specs, states, infos, results = records([
         ("b", {"kind": "query", "needs": [], "spec": {"query": "SELECT 1"}}, "succeeded",
-         {"task_id": "t-b", "claimed": 1.0, "tag": "m-1", "queued": 2.0, "worker": "w", "attempts": 2,
-          "started": 3.0, "ended": 4.0}, {"row_count": 1}),
+         {"task_id": "t-b", "claimed": 1.0, "tag": "m-1", "queued": 2.0, "worker": "w",
+          "attempts": 2, "started": 3.0, "ended": 4.0}, {"row_count": 1}),
         ("a", {"kind": "agent", "needs": ["b"], "spec": {"agent": "hi"}, "added_by": "b"},
          "pending", None, None),
     ])
@@ -59,7 +59,8 @@ def test_recorded_fields_replace_defaults_and_the_order_is_the_specs():
     assert list(state["steps"]) == ["b", "a"]  # spec order, not name order
     b, a = state["steps"]["b"], state["steps"]["a"]
     assert b["task_id"] == "t-b" and b["attempts"] == 2 and b["queued"] == 2.0
-    assert "claimed" not in b and "tag" not in b and b["error"] is None and b["result"] == {"row_count": 1}
+    assert ("claimed" not in b and "tag" not in b and b["error"] is None
+            and b["result"] == {"row_count": 1})
     assert a == {**flowstate.NO_INFO, "attempts": 0, "state": "pending", "result": None,
                  "kind": "agent", "needs": ["b"], "spec": {"agent": "hi"}, "added_by": "b"}
     assert state["steps"] == reference(specs, states, infos, results)
@@ -88,7 +89,8 @@ def test_results_orjson_refuses_still_read():
         ("big", {"kind": "task", "needs": [], "spec": {}}, "succeeded", {}, {"value": 2 ** 70}),
     ])
     steps = flowstate.assemble("id1", META, specs, states, infos, results)["steps"]
-    assert math.isnan(steps["n"]["result"]["value"]) and steps["big"]["result"] == {"value": 2 ** 70}
+    assert (math.isnan(steps["n"]["result"]["value"])
+            and steps["big"]["result"] == {"value": 2 ** 70})
 
 
 def test_an_empty_workflow():
@@ -100,7 +102,8 @@ scalars = st.none() | st.booleans() | st.integers(-2 ** 60, 2 ** 60) | st.text(m
     | st.floats(allow_nan=False, allow_infinity=False)
 docs = st.dictionaries(st.sampled_from(["row_count", "engine", "value", "x"]), scalars, max_size=3)
 infos_st = st.none() | st.fixed_dictionaries({}, optional={
-    "task_id": st.text(max_size=10), "claimed": st.floats(0, 1e10), "tag": st.text(max_size=5), "queued": st.floats(0, 1e10),
+    "task_id": st.text(max_size=10), "claimed": st.floats(0, 1e10), "tag": st.text(max_size=5),
+    "queued": st.floats(0, 1e10),
     "worker": st.text(max_size=5), "attempts": st.integers(0, 9), "error": st.text(max_size=20),
     "skipped_because": names, "ended": st.floats(0, 1e10)})
 

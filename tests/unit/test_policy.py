@@ -38,7 +38,8 @@ def test_notify_moves_to_a_header():
     ({"priority": "urgent"}, {}, "unknown priority 'urgent'"),
     ({"timeout": 0}, {}, "timeout must be a positive number"),
     ({"timeout": True}, {}, "timeout must be a positive number"),
-    ({"timeout": 4000}, {}, r"timeout 4000s exceeds the maximum of 3600s \(TURBO_QUERY_MAX_TIMEOUT\)"),
+    ({"timeout": 4000}, {}, r"timeout 4000s exceeds the maximum of 3600s "
+                            r"\(TURBO_QUERY_MAX_TIMEOUT\)"),
     ({"notify": {"webhook": "ftp://x"}}, {}, "notify.webhook must be an http"),
     ({"notify": {"mail": "x"}}, {}, "notify must be a mapping"),
 ])

@@ -7,8 +7,8 @@ once on the workers, fetches the results from a separate process, runs a few
 real agent CLI runs when ``claude`` is installed, and stops everything again.
 
 Every process it starts is recorded in ``<state dir>/state.json`` the moment it
-starts (celeryapp/dev/demo/state.py), so ``python -m celeryapp.dev.demo --down`` (``make demo-down``) can stop
-leftovers of a run that was killed. Options and variables:
+starts (celeryapp/dev/demo/state.py), so ``python -m celeryapp.dev.demo --down``
+(``make demo-down``) can stop leftovers of a run that was killed. Options and variables:
 
   --state-dir / TURBO_DEMO_DIR   where state, logs, database, results go (var/demo)
   --rows / TURBO_DEMO_ROWS       orders in the sample database (10,000,000)
@@ -29,9 +29,15 @@ from pathlib import Path
 from celeryapp.dev.demo import data as demo_data
 from celeryapp.dev.demo import report
 from celeryapp.dev.demo.fetch import fetch, fetch_elsewhere
-from celeryapp.dev.demo.services import (WORKER_HOSTS, Services, configure_environment,
-                                         flower_task_count, start_broker, start_flower,
-                                         start_workers)
+from celeryapp.dev.demo.services import (
+    WORKER_HOSTS,
+    Services,
+    configure_environment,
+    flower_task_count,
+    start_broker,
+    start_flower,
+    start_workers,
+)
 from celeryapp.dev.demo.state import StateFile, running_demo, stop_recorded
 from celeryapp.dev.demo.workload import run_agents, run_queries
 

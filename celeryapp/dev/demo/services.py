@@ -14,9 +14,9 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from celery.states import READY_STATES
 
@@ -68,7 +68,7 @@ def _attempt(step: Callable[[], None]) -> None:
     """Run one shutdown step; a failure must not keep the next ones from running."""
     try:
         step()
-    except Exception as exc:  # reported, and the sweep in Services.stop follows
+    except Exception as exc:  # noqa: BLE001 - reported, and the sweep in Services.stop follows
         report.step_failed(step.__qualname__, exc)
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from celery.exceptions import TimeoutError as ResultTimeout
 from celery.result import ResultSet

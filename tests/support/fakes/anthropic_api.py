@@ -38,7 +38,8 @@ mode name; the first directive in that message wins::
                                     ``command=ls_-la`` (underscores as spaces), or
                                     ``tool=read path=/abs/file``); a request that carries the
                                     tool_result gets end_turn text "Tool result: <its text>"
-    [api:mode=429]                  HTTP 429 rate_limit_error, ``retry-after: 1`` (``retry-after=N``)
+    [api:mode=429]                  HTTP 429 rate_limit_error, ``retry-after: 1``
+                                    (``retry-after=N``)
     [api:mode=529]                  HTTP 529 overloaded_error
     [api:mode=401]                  HTTP 401 authentication_error
     [api:mode=403]                  HTTP 403 permission_error
@@ -189,7 +190,7 @@ class AnthropicAPI:
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
-    def start(self) -> "AnthropicAPI":
+    def start(self) -> AnthropicAPI:
         self._thread = threading.Thread(target=self.server.serve_forever, name="anthropic-api",
                                         kwargs={"poll_interval": 0.1}, daemon=True)
         self._thread.start()
@@ -204,7 +205,7 @@ class AnthropicAPI:
         if self._thread:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "AnthropicAPI":
+    def __enter__(self) -> AnthropicAPI:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -50,13 +50,13 @@ import sys
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler
+from urllib.parse import urlsplit
 
 try:
     from . import standin
 except ImportError:  # run as a script
     import standin
 Standin = standin.Standin
-from urllib.parse import urlsplit
 
 
 def _error(code, status, message, details=None):
@@ -87,7 +87,8 @@ ERRORS = {
                   "this API."),
     "400": _error(400, "INVALID_ARGUMENT",
                   "API key not valid. Please pass a valid API key.",
-                  [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+                  [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
                     "domain": "googleapis.com",
                     "metadata": {"service": "generativelanguage.googleapis.com"}}]),
     "500": _error(500, "INTERNAL", "An internal error has occurred. Please retry or report in "

@@ -76,7 +76,8 @@ ERRORS = {
         "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}),
     "403": (403, {"error": {
         "message": "Country, region, or territory not supported",
-        "type": "request_forbidden", "param": None, "code": "unsupported_country_region_territory"}}),
+        "type": "request_forbidden", "param": None,
+        "code": "unsupported_country_region_territory"}}),
     "500": (500, {"error": {
         "message": "The server had an error while processing your request. Sorry about that!",
         "type": "server_error", "param": None, "code": None}}),
@@ -140,7 +141,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = ERRORS[mode]
             call["status"] = status
             api._record(call)
-            headers = [("retry-after", "1"), ("x-ratelimit-reset-tokens", "1s")] if mode == "429" else []
+            headers = ([("retry-after", "1"), ("x-ratelimit-reset-tokens", "1s")]
+                       if mode == "429" else [])
             return self._json(status, payload, headers)
         call["status"] = 200
         api._record(call)

@@ -196,12 +196,13 @@ class WarehouseServer:
         self._thread: threading.Thread | None = None
 
     # ---- life cycle -----------------------------------------------------------------
-    def start(self) -> "WarehouseServer":
+    def start(self) -> WarehouseServer:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.certs.cert_file, self.certs.key_file)
         self._httpd = _HTTPServer((self.hostname, self._port), _Handler, context, self)
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+        self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
                                         name=f"warehouse-standin-{self.port}", daemon=True)
         self._thread.start()
         return self
@@ -220,7 +221,7 @@ class WarehouseServer:
         except Exception:
             pass
 
-    def __enter__(self) -> "WarehouseServer":
+    def __enter__(self) -> WarehouseServer:
         return self if self._httpd else self.start()
 
     def __exit__(self, *exc) -> None:
@@ -258,7 +259,7 @@ class WarehouseServer:
                 "stats": self.stats.snapshot(), "faults": self.faults.snapshot()}
 
     # ---- one Thrift request -----------------------------------------------------------
-    def handle_thrift(self, handler: "_Handler", body: bytes) -> None:
+    def handle_thrift(self, handler: _Handler, body: bytes) -> None:
         method = _peek_method(body)
         agent = handler.headers.get("User-Agent")
         entry = {"path": handler.path, "method": method, "status": None, "user_agent": agent}
@@ -308,7 +309,7 @@ class WarehouseServer:
             expiry = self._issued.get(token) if token else None
         return expiry is not None and time.time() < expiry
 
-    def handle_token(self, handler: "_Handler", body: bytes) -> None:
+    def handle_token(self, handler: _Handler, body: bytes) -> None:
         form = {k: v[-1] for k, v in parse_qs(body.decode(errors="replace")).items()}
         client_id, secret, how = form.get("client_id"), form.get("client_secret"), "post"
         basic = handler.headers.get("Authorization") or ""
@@ -325,7 +326,8 @@ class WarehouseServer:
             entry["status"] = 400
             handler.reply_json(400, {"error": "unsupported_grant_type"})
             return
-        if not client_id or client_id not in self.oauth_clients or self.oauth_clients[client_id] != secret:
+        if (not client_id or client_id not in self.oauth_clients
+                or self.oauth_clients[client_id] != secret):
             entry["status"] = 401
             handler.reply_json(401, {"error": "invalid_client",
                                      "error_description": "Client authentication failed"})
@@ -410,7 +412,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def reply(self, status: int, body: bytes, content_type: str, headers: dict | None = None) -> None:
+    def reply(self, status: int, body: bytes, content_type: str,
+              headers: dict | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -513,7 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
-    server = WarehouseServer(args.cert_dir, token=args.token, port=args.port, duckdb_path=args.duckdb,
+    server = WarehouseServer(args.cert_dir, token=args.token, port=args.port,
+                             duckdb_path=args.duckdb,
                              read_only=args.read_only, warehouse_id=args.warehouse_id,
                              status_wait=args.status_wait).start()
     # One JSON line: what a client needs (the env of a worker, the URL for /_standin).

@@ -15,8 +15,8 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 # What a SQL warehouse that is starting answers: HTTP 503 with the Thrift error header
 # (seen by the Databricks JDBC driver as "Thrift Header: TEMPORARILY_UNAVAILABLE: Cluster
@@ -101,7 +101,8 @@ class Faults:
             self.http.append(HttpFault(int(status), int(count), method, retry_after, message))
 
     def warehouse_starting(self, seconds: float,
-                           methods: tuple[str, ...] | list[str] = ("OpenSession", "ExecuteStatement"),
+                           methods: tuple[str, ...] | list[str] = ("OpenSession",
+                                                                   "ExecuteStatement"),
                            retry_after: float | None = None, message: str | None = None) -> None:
         """For the next ``seconds``, ``methods`` answer HTTP 503 with
         ``x-thriftserver-error-message: TEMPORARILY_UNAVAILABLE: ...`` as a starting warehouse."""
@@ -150,7 +151,8 @@ class Faults:
             if self.starting and self.starting.until > time.monotonic():
                 starting = {"seconds_left": round(self.starting.until - time.monotonic(), 3),
                             "methods": list(self.starting.methods)}
-            return {"http": [asdict(f) for f in self.http], "drops": [asdict(f) for f in self.drops],
+            return {"http": [asdict(f) for f in self.http],
+                    "drops": [asdict(f) for f in self.drops],
                     "slow": [asdict(r) for r in self.slow_rules],
                     "delays": [asdict(d) for d in self.delays], "starting": starting}
 

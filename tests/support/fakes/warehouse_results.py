@@ -19,7 +19,7 @@ def to_databricks_table(table: pa.Table, *, decimal_as_arrow=True, timestamp_as_
                         complex_as_arrow=True) -> pa.Table:
     """Cast DuckDB's Arrow types to the ones a Databricks warehouse sends."""
     fields, columns = [], []
-    for fld, col in zip(table.schema, table.columns):
+    for fld, col in zip(table.schema, table.columns, strict=True):
         target = _target_type(fld.type, decimal_as_arrow, timestamp_as_arrow, complex_as_arrow)
         if target != fld.type:
             col = col.cast(target) if target != pa.string() else _to_string(col)
@@ -101,12 +101,14 @@ def _type_entry(t: pa.DataType) -> ttypes.TTypeEntry:
         tid = T.STRUCT_TYPE
     else:
         tid = T.STRING_TYPE
-    return ttypes.TTypeEntry(primitiveEntry=ttypes.TPrimitiveTypeEntry(type=tid, typeQualifiers=qualifiers))
+    return ttypes.TTypeEntry(primitiveEntry=ttypes.TPrimitiveTypeEntry(type=tid,
+                                                                       typeQualifiers=qualifiers))
 
 
 def thrift_schema(schema: pa.Schema) -> ttypes.TTableSchema:
     return ttypes.TTableSchema(columns=[
-        ttypes.TColumnDesc(columnName=f.name, typeDesc=ttypes.TTypeDesc(types=[_type_entry(f.type)]),
+        ttypes.TColumnDesc(columnName=f.name,
+                           typeDesc=ttypes.TTypeDesc(types=[_type_entry(f.type)]),
                            position=i + 1)
         for i, f in enumerate(schema)])
 
@@ -146,7 +148,7 @@ def column_row_set(page: pa.Table, start: int) -> ttypes.TRowSet:
         for i, v in enumerate(values):
             if v is None:
                 nulls[i // 8] |= 1 << (i % 8)
-        for predicate, name, cls in _COLUMN_KINDS:
+        for predicate, name, cls in _COLUMN_KINDS:  # noqa: B007 - cls is used after the break
             if predicate(col.type):
                 fill = b"" if name == "binaryVal" else (False if name == "boolVal" else 0)
                 values = [fill if v is None else v for v in values]
@@ -166,7 +168,8 @@ def _text(value) -> str:
 
 # ---- bound parameters ---------------------------------------------------------------
 
-_NAMED_MARKER = re.compile(r"""('(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.)*"|`[^`]*`|--[^\n]*|/\*.*?\*/|::)"""
+_NAMED_MARKER = re.compile(r"""('(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.)*"|`[^`]*`"""
+                           r"""|--[^\n]*|/\*.*?\*/|::)"""
                            r"""|:([A-Za-z_][A-Za-z0-9_]*)""", re.S)
 
 
@@ -176,7 +179,8 @@ def bind_parameters(statement: str, params: list | None) -> tuple[str, dict | li
     given, so DuckDB reports the unbound parameter as Databricks does; ``?`` stays ``?``."""
     params = params or []
     named = bool(params) and all(p.name is not None for p in params)
-    values = {p.name: parameter_value(p.type, p.value, p.arguments) for p in params} if named else {}
+    values = ({p.name: parameter_value(p.type, p.value, p.arguments) for p in params}
+              if named else {})
     lowered = {name.lower(): name for name in values}
 
     def swap(match: re.Match) -> str:
@@ -200,7 +204,7 @@ def parameter_value(type_: str | None, value, arguments=None):
         return [parameter_value(a.type, a.value, a.arguments) for a in arguments or []]
     if kind == "MAP":
         items = [parameter_value(a.type, a.value, a.arguments) for a in arguments or []]
-        return dict(zip(items[0::2], items[1::2]))
+        return dict(zip(items[0::2], items[1::2], strict=True))
     if text is None or kind == "VOID":
         return None
     if kind in ("INT", "BIGINT", "SMALLINT", "TINYINT"):
@@ -224,7 +228,8 @@ _ERRORS = [  # (DuckDB exception class name, regex on its message, error class, 
     ("ParserException", r'syntax error at or near "([^"]*)"', "PARSE_SYNTAX_ERROR", "42601",
      "Syntax error at or near '{0}'."),
     ("ParserException", r"", "PARSE_SYNTAX_ERROR", "42601", "Syntax error: {msg}."),
-    ("CatalogException", r"Table with name (\S+) does not exist", "TABLE_OR_VIEW_NOT_FOUND", "42P01",
+    ("CatalogException", r"Table with name (\S+) does not exist", "TABLE_OR_VIEW_NOT_FOUND",
+     "42P01",
      "The table or view `{0}` cannot be found. Verify the spelling and correctness of the schema "
      "and catalog."),
     ("CatalogException", r"Function with name (\S+) does not exist", "UNRESOLVED_ROUTINE", "42883",
@@ -232,7 +237,8 @@ _ERRORS = [  # (DuckDB exception class name, regex on its message, error class, 
     ("CatalogException", r"Schema with name (\S+) does not exist", "SCHEMA_NOT_FOUND", "42704",
      "The schema `{0}` cannot be found."),
     ("CatalogException", r"already exists", "TABLE_OR_VIEW_ALREADY_EXISTS", "42P07", "{msg}."),
-    ("BinderException", r'Referenced column "([^"]*)" not found', "UNRESOLVED_COLUMN.WITHOUT_SUGGESTION",
+    ("BinderException", r'Referenced column "([^"]*)" not found',
+     "UNRESOLVED_COLUMN.WITHOUT_SUGGESTION",
      "42703", "A column, variable, or function parameter with name `{0}` cannot be resolved."),
     ("BinderException", r"", "DATATYPE_MISMATCH", "42K09", "{msg}."),
     ("InvalidInputException", r"Values were not provided for the following (?:prepared statement )?"
@@ -260,5 +266,6 @@ def databricks_error(exc: BaseException) -> tuple[str, str]:
             match = re.search(pattern, raw)
             if match:
                 groups = [g.rstrip("!.") for g in match.groups()]
-                return sqlstate, f"[{error_class}] {text.format(*groups, msg=msg)} SQLSTATE: {sqlstate}"
+                return sqlstate, (f"[{error_class}] {text.format(*groups, msg=msg)} "
+                                  f"SQLSTATE: {sqlstate}")
     return "XX000", f"[INTERNAL_ERROR] {msg}. SQLSTATE: XX000"

@@ -22,11 +22,23 @@ import pyarrow as pa
 from databricks.sql.thrift_api.TCLIService import TCLIService, ttypes
 
 try:
-    from .warehouse_results import (arrow_row_set, bind_parameters, column_row_set,
-                                    databricks_error, thrift_schema, to_databricks_table)
+    from .warehouse_results import (
+        arrow_row_set,
+        bind_parameters,
+        column_row_set,
+        databricks_error,
+        thrift_schema,
+        to_databricks_table,
+    )
 except ImportError:  # run as a script
-    from warehouse_results import (arrow_row_set, bind_parameters, column_row_set,
-                                   databricks_error, thrift_schema, to_databricks_table)
+    from warehouse_results import (
+        arrow_row_set,
+        bind_parameters,
+        column_row_set,
+        databricks_error,
+        thrift_schema,
+        to_databricks_table,
+    )
 
 S = ttypes.TOperationState
 OK = ttypes.TStatus(statusCode=ttypes.TStatusCode.SUCCESS_STATUS)
@@ -138,7 +150,8 @@ class WarehouseService(TCLIService.Iface):
             sessions = [s.hex for s in self.sessions.values()]
             running = [{"id": o.hex, "session": o.session.hex, "statement": o.statement,
                         "state": STATE_NAMES[o.state]}
-                       for o in self.operations.values() if o.state in (S.PENDING_STATE, S.RUNNING_STATE)]
+                       for o in self.operations.values()
+                       if o.state in (S.PENDING_STATE, S.RUNNING_STATE)]
         return sessions, running
 
     def forget(self, session_hex: str | None = None) -> list[str]:
@@ -194,7 +207,8 @@ class WarehouseService(TCLIService.Iface):
                                               "client_protocol": asked})
         if schema and not self._schema_exists(schema):
             msg = f"[SCHEMA_NOT_FOUND] The schema `{schema}` cannot be found. SQLSTATE: 42704"
-            return ttypes.TOpenSessionResp(status=_error(msg, "42704"), serverProtocolVersion=protocol)
+            return ttypes.TOpenSessionResp(status=_error(msg, "42704"),
+                                           serverProtocolVersion=protocol)
         session = Session(dict(req.configuration or {}), catalog, schema, protocol)
         with self.lock:
             self.sessions[session.guid] = session
@@ -205,7 +219,8 @@ class WarehouseService(TCLIService.Iface):
     def _schema_exists(self, schema: str) -> bool:
         cur = self.db.cursor()
         try:
-            return bool(cur.execute("SELECT 1 FROM duckdb_schemas() WHERE lower(schema_name) = lower(?)",
+            return bool(cur.execute("SELECT 1 FROM duckdb_schemas() "
+                                    "WHERE lower(schema_name) = lower(?)",
                                     [schema]).fetchall())
         finally:
             cur.close()
@@ -224,7 +239,8 @@ class WarehouseService(TCLIService.Iface):
         session = self._session(req.sessionHandle)
         params = [{"name": p.name, "type": p.type, "value": getattr(p.value, "stringValue", None)}
                   for p in req.parameters or []]
-        record = {"id": None, "session": session.hex if session else None, "statement": req.statement,
+        record = {"id": None, "session": session.hex if session else None,
+                  "statement": req.statement,
                   "parameters": params, "conf_overlay": dict(req.confOverlay or {}),
                   "run_async": bool(req.runAsync), "arrow": bool(req.canReadArrowResult),
                   "direct_results": req.getDirectResults is not None,
@@ -393,8 +409,8 @@ class WarehouseService(TCLIService.Iface):
     # ---- metadata calls the connector may make, not served ----------------------------
     def _unsupported(self, name, resp_cls):
         self.stats.count(name)
-        return resp_cls(status=_error(f"[UNSUPPORTED_FEATURE] {name} is not served by the stand-in. "
-                                      "SQLSTATE: 0A000", "0A000"))
+        return resp_cls(status=_error(f"[UNSUPPORTED_FEATURE] {name} is not served by the "
+                                      "stand-in. SQLSTATE: 0A000", "0A000"))
 
     def GetInfo(self, req):
         return self._unsupported("GetInfo", ttypes.TGetInfoResp)
