@@ -242,7 +242,7 @@ def local_flower_pids() -> list[int]:
     return sorted(pids)
 
 
-def check_flower(url: str, pid: int | None = None) -> Outcome:
+def check_flower(app, url: str, pid: int | None = None) -> Outcome:
     try:
         with urllib.request.urlopen(url, timeout=5) as reply:
             if reply.status != 200:
@@ -254,7 +254,7 @@ def check_flower(url: str, pid: int | None = None) -> Outcome:
         return Outcome(False, f"Flower answers at {url}, but no Flower process runs on "
                               f"this host to check its events (give --pid)")
     try:
-        listening = [p for p in pids if events_subscribed(p)]
+        listening = [p for p in pids if events_subscribed(app, p)]
     except Exception as exc:  # noqa: BLE001 - broker unreachable, bad credentials
         return Outcome(False, f"could not ask the broker whether Flower listens: "
                               f"{type(exc).__name__}: {exc}")
@@ -266,17 +266,19 @@ def check_flower(url: str, pid: int | None = None) -> Outcome:
                          f"(pid {', '.join(map(str, listening))})")
 
 
-def wait_flower(url: str, pid: int | None, wait: float) -> Outcome:
+def wait_flower(app, url: str, pid: int | None, wait: float) -> Outcome:
     deadline = time.monotonic() + wait
     while True:
-        outcome = check_flower(url, pid)
+        outcome = check_flower(app, url, pid)
         if outcome.ok or time.monotonic() >= deadline:
             return outcome
         time.sleep(0.5)
 
 
 # --- CLI ------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, app=None) -> int:
+    """``python -m celeryapp.monitoring.health``; ``app``: the Celery app to check with
+    (default: the project's, built from the environment)."""
     parser = argparse.ArgumentParser(prog="python -m celeryapp.monitoring.health",
                                      description="Agent Turbo health checks")
     sub = parser.add_subparsers(dest="check", required=True)
@@ -309,12 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGALRM, _overtime)
     signal.alarm(int(budget))  # a hung broker connection must not hang systemd/compose
 
+    if app is None:
+        from celeryapp.factory import app
+
     if args.check == "flower":
-        outcome = wait_flower(args.url or flower_url(), args.pid, args.wait)
+        outcome = wait_flower(app, args.url or flower_url(), args.pid, args.wait)
         print(outcome.message, file=sys.stdout if outcome.ok else sys.stderr)
         return 0 if outcome.ok else 1
-
-    from celeryapp import app
 
     if args.check == "live":
         for attempt in range(max(1, args.attempts)):

@@ -26,13 +26,9 @@ from celeryapp.core.redaction import (
     redact_event_fields,
     redact_text,
 )
+from celeryapp.dev.localflower import FlowerProcess
 from celeryapp.dev.localredis import free_port
-from celeryapp.monitoring.flower import (
-    CONFIG_FILE,
-    FlowerConfigError,
-    FlowerProcess,
-    flower_options,
-)
+from celeryapp.monitoring.flower import CONFIG_FILE, FlowerConfigError, flower_options
 from support.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,10 +222,10 @@ def test_ready_flower_sees_the_very_next_task(new_flower, celery_app, shared_wor
     from tasks.query import run_query
 
     flower = new_flower()
-    assert events_subscribed(flower.process.pid)
+    assert events_subscribed(celery_app, flower.process.pid)
     names = [c.get("name") for c in celery_app.backend.client.client_list()]
     assert client_name(flower.process.pid) in names
-    assert not events_subscribed(os.getpid())  # nobody else goes by Flower's name
+    assert not events_subscribed(celery_app, os.getpid())  # nobody else goes by Flower's name
     result = run_query.delay("SELECT 7 AS n")
     result.get(timeout=60)
     wait_for(lambda: task_state(flower, result.id) == "SUCCESS", 15, "the task in Flower")

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from celeryapp.dev.localflower import FlowerProcess
 from celeryapp.dev.localredis import free_port
-from celeryapp.monitoring.flower import FlowerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")

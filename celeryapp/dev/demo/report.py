@@ -19,9 +19,9 @@ from rich.table import Table
 
 from celeryapp.config import get_settings, redact_url
 from celeryapp.dev.demo import data as demo_data
+from celeryapp.dev.localflower import FlowerProcess
 from celeryapp.dev.localredis import LocalRedis
 from celeryapp.dev.localworker import WorkerProcess
-from celeryapp.monitoring.flower import FlowerProcess
 
 if TYPE_CHECKING:  # annotations only: these modules import this one to print
     from celeryapp.dev.demo.fetch import StoredResult

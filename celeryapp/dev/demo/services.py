@@ -24,9 +24,9 @@ from celeryapp.config import reset_settings
 from celeryapp.core.names import CPU_ROLE, IO_ROLE, ROLE_QUEUES, host_queue, worker_node
 from celeryapp.dev.demo import report
 from celeryapp.dev.demo.state import StateFile, stop_recorded
+from celeryapp.dev.localflower import FlowerProcess
 from celeryapp.dev.localredis import LocalRedis, free_port
 from celeryapp.dev.localworker import WorkerProcess
-from celeryapp.monitoring.flower import FlowerProcess
 
 WORKER_HOSTS = ("alpha", "beta")
 WORKER_CONCURRENCY = 2  # prefork processes of worker@<host>
