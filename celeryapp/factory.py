@@ -46,7 +46,7 @@ def celery_config(settings: Settings) -> dict:
         "unacked_restore_interval": settings.unacked_restore_interval,
         "unacked_restore_throttle": 1,
         # a worker whose heartbeat is gone this long: its messages are taken back
-        # (celeryapp/overrides/holders.py); the visibility timeout is only a backstop
+        # (celeryapp/core/holders.py); the visibility timeout is only a backstop
         "dead_worker_timeout": settings.dead_worker_timeout,
     }
     ssl_options = settings.redis_ssl_options()
@@ -88,7 +88,7 @@ def celery_config(settings: Settings) -> dict:
         "turbo_stock_celery": settings.stock_celery,  # shown by `celery inspect conf`
         "broker_connection_retry_on_startup": True,
         # with our transport a task running when Redis goes away runs on and acks when it
-        # ends (holders.py; a worker cut off past its lease stops); kombu's own restores
+        # ends (core/holders.py; a worker cut off past its lease stops); kombu's own restores
         # every unacked message when the connection closes, so Celery must cancel them
         "worker_cancel_long_running_tasks_on_connection_loss": not overrides,
         "task_queues": task_queues(),

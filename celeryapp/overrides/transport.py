@@ -447,9 +447,10 @@ class Transport(kombu_redis.Transport):
         loop.on_tick.add(self._flush_acks)
 
     def _flush_acks(self) -> None:
-        """The loop's tick: send each channel's pending acks. An ack that cannot be
-        sent is logged and dropped, as Celery does with a failed ``message.ack()``:
-        its task comes back after the visibility timeout (at least once)."""
+        """The loop's tick: send each channel's pending acks. Acks that cannot be sent
+        (Redis away) are handed to the worker's holder, whose heartbeat thread sends them
+        once Redis is back: their messages stay recorded under a live holder meanwhile,
+        so nobody takes them back and they are not run again."""
         for channel in self.channels:
             qos = channel._qos
             if qos is None or not qos._pending_acks:

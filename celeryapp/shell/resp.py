@@ -14,8 +14,10 @@ from __future__ import annotations
 import _socket
 import os
 
+from celeryapp.core import urls
+from celeryapp.core.urls import Endpoint
+
 DEFAULT_TIMEOUT = 5.0
-SCHEMES = ("redis", "rediss", "unix", "redis+socket")
 
 
 class RedisError(Exception):
@@ -42,98 +44,13 @@ class ReplyError(RedisError):
         return str(self).split(" ", 1)[0]
 
 
-def _unquote(text: str) -> str:
-    if "%" not in text:
-        return text
-    from urllib.parse import unquote
-
-    return unquote(text)
-
-
-class Endpoint:
-    """One Redis URL, parsed: where the server is, who we are, which db."""
-
-    __slots__ = ("scheme", "host", "port", "path", "username", "password", "db")
-
-    def __init__(self, scheme="redis", host="localhost", port=6379, path=None,
-                 username=None, password=None, db=0):
-        self.scheme, self.host, self.port, self.path = scheme, host, port, path
-        self.username, self.password, self.db = username, password, db
-
-    @property
-    def tls(self) -> bool:
-        return self.scheme == "rediss"
-
-    @property
-    def server(self) -> tuple:
-        """What identifies one connection (the db is chosen per command)."""
-        return (self.scheme, self.host, self.port, self.path, self.username, self.password)
-
-    def describe(self) -> str:
-        """The URL without secrets, for messages."""
-        if self.path:
-            return f"unix://{self.path}?db={self.db}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        user = f"{self.username}@" if self.username else ""
-        return f"{self.scheme}://{user}{host}:{self.port}/{self.db}"
-
-    def __repr__(self) -> str:
-        return f"Endpoint({self.describe()})"
-
-
 def parse_url(url: str, password: str | None = None) -> Endpoint:
-    """Parse a redis URL; ``password`` is used only when the URL carries none.
-
-    Accepts ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS),
-    and ``unix:///path/to/redis.sock?db=N`` (also kombu's ``redis+socket://``).
-    """
-    if not isinstance(url, str) or "://" not in url:
-        raise RedisConfigError(f"not a Redis URL: {url!r} (expected redis://host:port/db)")
-    scheme, rest = url.split("://", 1)
-    scheme = scheme.lower()
-    if scheme not in SCHEMES:
-        raise RedisConfigError(
-            f"unsupported URL scheme {scheme!r} in a Redis URL; use one of {', '.join(SCHEMES)}")
-    rest, _, query = rest.partition("?")
-    rest = rest.partition("#")[0]
-    options = {}
-    for item in query.split("&") if query else ():
-        key, _, value = item.partition("=")
-        options[key] = _unquote(value)
-    if scheme in ("unix", "redis+socket"):
-        userinfo, _, path = rest.rpartition("@")
-        netloc, db_text = userinfo, options.get("db", "0")
-        host, port = "localhost", 0
-        path = _unquote(path)
-        if not path.startswith("/"):
-            raise RedisConfigError(f"a unix socket URL needs an absolute path: {url!r}")
-    else:
-        netloc, _, path_part = rest.partition("/")
-        netloc, _, hostport = netloc.rpartition("@") if "@" in netloc else ("", "", netloc)
-        db_text = path_part.strip("/") or options.get("db", "0")
-        path = None
-        if hostport.startswith("["):
-            host, _, after = hostport[1:].partition("]")
-            port_text = after[1:] if after.startswith(":") else ""
-        else:
-            host, _, port_text = hostport.partition(":")
-        host = _unquote(host) or "localhost"
-        try:
-            port = int(port_text) if port_text else 6379
-        except ValueError:
-            raise RedisConfigError(f"bad port {port_text!r} in Redis URL") from None
+    """A Redis URL parsed by the project's rules (:func:`celeryapp.core.urls.parse_url`);
+    a URL that cannot be used is a :class:`RedisConfigError` (a usage error)."""
     try:
-        db = int(db_text)
-    except ValueError:
-        raise RedisConfigError(f"bad database number {db_text!r} in Redis URL") from None
-    username = url_password = None
-    if netloc:
-        user, has_colon, secret = netloc.partition(":")
-        username = _unquote(user) or None
-        url_password = _unquote(secret) if has_colon else None
-    if options.get("password"):
-        url_password = url_password or options["password"]
-    return Endpoint(scheme, host, port, path, username, url_password or password or None, db)
+        return urls.parse_url(url, password)
+    except urls.RedisURLError as exc:
+        raise RedisConfigError(str(exc)) from None
 
 
 def encode_command(args) -> bytes:

@@ -1,15 +1,13 @@
-"""The lean shell client's wire work: Celery messages equal to Celery's own, Redis
-URLs, JSON, argument parsing and Redis failures (real Redis, no worker)."""
+"""The lean shell client's wire work against a real Redis (no worker): Celery messages equal
+to Celery's own, priorities where Celery puts them, passwords, TLS, one round trip per
+submit. What needs no Redis (its parser, JSON, RESP framing, URLs, exit codes) is in
+tests/unit/test_shell_client.py and tests/unit/test_urls.py."""
 from __future__ import annotations
 
-import json
-import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +16,6 @@ import pytest
 
 from celeryapp.core.names import PRIORITIES, host_queue
 from celeryapp.dev.localredis import free_port
-from celeryapp.shell import args as shell_args
 from celeryapp.shell import cli, messages, resp
 from tasks.agent import run_agent
 from tasks.query import run_query
@@ -161,104 +158,6 @@ def test_every_priority_lands_where_celery_puts_it(broker_client):
         assert messages.queue_key(lean_queue, value) == expected
 
 
-def test_lean_json_matches_json_dumps():
-    samples = [
-        None, True, False, 0, -7, 2**70, 1.5, 1e-7, 1e22, -0.0, math.inf, -math.inf,
-        "plain", "quote \" backslash \\ newline \n tab \t", "é ü 中文 🚀", "\x00\x1f\u2028",
-        [], {}, [1, [2, [3, {"a": None}]]], {"k": "v", "n": [1.25, "x"], "e": {}},
-        ("tuple", 1), {"sql": "SELECT ? -- ';", "params": {"day": "2026-11-02"}},
-    ]
-    for value in samples:
-        assert messages.dumps(value) == json.dumps(value), value
-    nan = messages.dumps([math.nan])
-    assert nan == json.dumps([math.nan])
-    assert messages.dumps({1: "int key"}) == json.dumps({1: "int key"})  # falls back
-
-
-@pytest.mark.parametrize("url,password,expected", [
-    ("redis://localhost", None, ("redis", "localhost", 6379, None, None, None, 0)),
-    ("redis://:s3cret@10.0.0.5:6380/2", None, ("redis", "10.0.0.5", 6380, None, None, "s3cret", 2)),
-    ("redis://:s3cret@h/1", "other", ("redis", "h", 6379, None, None, "s3cret", 1)),
-    ("redis://h:7000/3", "fromenv", ("redis", "h", 7000, None, None, "fromenv", 3)),
-    ("rediss://alice:p%40ss@h:6390/0", None, ("rediss", "h", 6390, None, "alice", "p@ss", 0)),
-    ("redis://alice@h/4", "pw", ("redis", "h", 6379, None, "alice", "pw", 4)),
-    ("redis://[::1]:6379/5", None, ("redis", "::1", 6379, None, None, None, 5)),
-    ("unix:///run/redis.sock?db=3", None, ("unix", "localhost", 0, "/run/redis.sock", None,
-                                          None, 3)),
-])
-def test_parse_url(url, password, expected):
-    ep = resp.parse_url(url, password)
-    assert (ep.scheme, ep.host, ep.port, ep.path, ep.username, ep.password, ep.db) == expected
-    assert "s3cret" not in ep.describe() and "p@ss" not in ep.describe()
-
-
-@pytest.mark.parametrize("url,needle", [
-    ("localhost:6379", "not a Redis URL"),
-    ("http://h/0", "unsupported URL scheme"),
-    ("redis://h:port/0", "bad port"),
-    ("redis://h/x", "bad database number"),
-])
-def test_bad_urls_are_usage_errors(url, needle):
-    with pytest.raises(resp.RedisConfigError, match=needle):
-        resp.parse_url(url)
-    proc = turbo("ls", env={"TURBO_BROKER_URL": url, "TURBO_RESULT_BACKEND": url})
-    assert proc.returncode == 2 and needle in proc.stderr
-
-
-@pytest.mark.parametrize("argv", [
-    ["submit", "query", "SELECT 1"],
-    ["submit", "query", "SELECT ?", "--params", "[1]", "--engine=duckdb", "--timeout", "2.5",
-     "--retries", "0", "--priority", "low", "--queue", "q", "--max-inline-rows", "7"],
-    ["submit", "query", "--param", '{"a": 1}', "SELECT $a"],
-    ["submit", "query", "--", "-- a comment\nSELECT 1"],
-    ["submit", "agent", "-", "--host", "alpha", "--allowed-tools", "a,b", "--max-turns", "2",
-     "--cwd", "/tmp", "--model", "m", "--permission-mode", "plan", "--profile", "claude",
-     "--append-system-prompt", "be brief", "--timeout", "60"],
-    ["submit", "flow", "spec.yaml", "--notify", "https://example.test/hook"],
-    ["status"], ["status", "a", "b", "--json", "-n", "5"],
-    ["result", "x"], ["result", "x", "--wait", "--timeout", "3", "--format", "csv"],
-    ["cancel", "x", "--wait", "1"], ["ls"], ["ls", "-n", "3"],
-])
-def test_fast_parser_agrees_with_argparse(argv):
-    fast = shell_args.fast_parse(argv)
-    assert fast is not None, argv
-    slow = shell_args.build_parser().parse_args(argv)
-    assert vars(fast) == vars(slow)
-
-
-@pytest.mark.parametrize("argv", [
-    ["submit", "query", "-h"], ["submit", "query", "x", "--eng", "duckdb"],
-    ["submit", "query"], ["submit", "query", "x", "--timeout"], ["submit", "query", "x", "y"],
-    ["submit", "query", "x", "--timeout", "soon"], ["result", "x", "--format", "xml"],
-    ["status", "--json=1"], ["submit"], ["nope"], [],
-])
-def test_fast_parser_leaves_the_hard_cases_to_argparse(argv):
-    assert shell_args.fast_parse(argv) is None
-
-
-def test_usage_errors_exit_2_and_name_the_problem():
-    cases = [
-        (["submit", "query", "SELECT 1", "--timeout", "99999"],
-         "exceeds the maximum of 3600s for a query (TURBO_QUERY_MAX_TIMEOUT)"),
-        (["submit", "agent", "hi", "--timeout", "99999"], "TURBO_AGENT_MAX_TIMEOUT"),
-        (["submit", "query", "SELECT 1", "--timeout", "0"], "positive"),
-        (["submit", "query", "SELECT 1", "--params", "{bad"], "--params is not valid JSON"),
-        (["submit", "query", "SELECT 1", "--params", "3"], "JSON list or object"),
-        (["submit", "query", "SELECT 1", "--priority", "urgent"], "unknown priority 'urgent'"),
-        (["submit", "query", "SELECT 1", "--retries", "-1"], "--retries must be >= 0"),
-        (["submit", "query", "  "], "the SQL is empty"),
-        (["submit", "agent", "hi", "--queue", "q", "--host", "h"], "--queue or --host"),
-        (["submit", "query", "SELECT 1", "--timeout", "soon"], "expected a number"),
-        (["result", "x", "--format", "xml"], "invalid choice"),
-        (["frobnicate"], "invalid choice"),
-    ]
-    for argv, needle in cases:
-        proc = turbo(*argv)
-        assert proc.returncode == 2, (argv, proc.stderr)
-        assert needle in proc.stderr, (argv, proc.stderr)
-        assert proc.stdout == ""
-
-
 def test_max_timeout_comes_from_the_environment(broker_client):
     queue = f"lim-{uuid.uuid4().hex[:8]}"
     env = {"TURBO_QUERY_MAX_TIMEOUT": "5", "TURBO_QUERY_TIMEOUT": "4"}
@@ -301,49 +200,6 @@ def test_wrong_or_missing_password_is_a_clear_auth_error():
     proc = turbo("ls", env={"TURBO_BROKER_URL": bare, "TURBO_RESULT_BACKEND":
                             _url_without_password(1), "TURBO_REDIS_PASSWORD": ep.password})
     assert proc.returncode == 0, proc.stderr
-
-
-@pytest.fixture
-def fake_server():
-    """A TCP server that is not Redis: it answers HTTP, or says nothing at all."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    mode = {"reply": b"HTTP/1.1 400 Bad Request\r\n\r\n"}
-    stop = threading.Event()
-    held = []
-
-    def serve():
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            held.append(conn)
-            if mode["reply"]:
-                conn.sendall(mode["reply"])
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1], mode
-    stop.set()
-    thread.join(2)
-    for conn in held:
-        conn.close()
-    listener.close()
-
-
-def test_a_server_that_is_not_redis_or_hangs_exits_3(fake_server):
-    port, mode = fake_server
-    url = f"redis://127.0.0.1:{port}/0"
-    env = {"TURBO_BROKER_URL": url, "TURBO_RESULT_BACKEND": url, "TURBO_REDIS_PASSWORD": "",
-           "TURBO_REDIS_TIMEOUT": "0.5"}
-    proc = turbo("ls", env=env)
-    assert proc.returncode == 3 and "does not speak the Redis protocol" in proc.stderr
-    mode["reply"] = None
-    proc = turbo("ls", env=env)
-    assert proc.returncode == 3 and "did not answer within 0.5s" in proc.stderr
 
 
 def test_one_connection_and_one_round_trip_per_submit(monkeypatch, capsys):
