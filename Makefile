@@ -34,7 +34,7 @@ test: $(STAMP)
 	-@$(MAKE) --no-print-directory agent-clis
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) tests/suite.py $(PYTEST_ARGS)
 
 # The unit tests alone: no Redis, no workers, a few seconds.
 test-unit: $(STAMP)

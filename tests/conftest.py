@@ -4,9 +4,17 @@ real ``celery worker`` processes. Never the machine's Redis, never eager mode.
 ``pytest_configure`` sets the test environment (the server's URL among it) before
 any test module imports ``celeryapp.app``; the server itself starts with the first
 integration or system test (their conftest asks for it), so ``tests/unit`` runs
-without one. Layout: ``unit/`` (no Redis, no workers), ``integration/`` (real
-Redis, real workers), ``system/`` (network namespaces, deploy files, a browser),
-``support/`` (helpers, fakes, the namespace harness).
+without one.
+
+Under pytest-xdist (``make test`` runs ``-n``) every xdist worker is a process of its own
+with its own temp dir, redis-server, environment and shared Celery worker: nothing is
+shared between them but the machine. Tests marked ``serial`` (timing-bound fault tests:
+heartbeats, leases, kills) are left out of the parallel run and run afterwards on their
+own (``make test`` does both: tests/suite.py).
+
+Layout: ``unit/`` (no Redis, no workers), ``integration/`` (real Redis, real workers),
+``system/`` (network namespaces, deploy files, a browser), ``support/`` (helpers, fakes,
+the namespace harness).
 """
 from __future__ import annotations
 
@@ -27,9 +35,13 @@ STATE: dict = {}
 
 
 def pytest_configure(config):
-    if hasattr(config, "workerinput"):  # pragma: no cover - xdist not used
+    config.addinivalue_line(
+        "markers", "serial: timing-bound (heartbeats, leases, kills): run alone, never "
+                   "beside other tests (make test runs them after the parallel part)")
+    if _xdist_controller(config):  # runs no test: its workers set up their own
         return
-    base = Path(tempfile.mkdtemp(prefix="turbo-tests-"))
+    worker = getattr(config, "workerinput", {}).get("workerid", "main")
+    base = Path(tempfile.mkdtemp(prefix=f"turbo-tests-{worker}-"))
     password = secrets.token_hex(12)
     redis = LocalRedis(workdir=base / "redis", password=password)  # started on first use
     STATE.update(base=base, redis=redis, redis_started=False)
@@ -52,6 +64,11 @@ def pytest_configure(config):
         os.environ.pop(leaked, None)
     STATE["env"] = env
     make_sample_db(Path(env["TURBO_DUCKDB_PATH"]))
+
+
+def _xdist_controller(config) -> bool:
+    return (not hasattr(config, "workerinput")
+            and getattr(config.option, "numprocesses", None) not in (None, 0))
 
 
 def pytest_unconfigure(config):

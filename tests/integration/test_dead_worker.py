@@ -10,8 +10,13 @@ import os
 import signal
 import time
 
+import pytest
+
 from support.helpers import gone, unique_queue, wait_for
 from tasks.agent import run_agent
+
+# kills and heartbeat timeouts: run alone (tests/suite.py)
+pytestmark = pytest.mark.serial
 
 WAIT = 90
 

@@ -14,11 +14,16 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from celeryapp.core.holders import LAPSE_EXIT_CODE
 from celeryapp.dev.localredis import LocalRedis
 from celeryapp.dev.netcut import NetCut
 from support.helpers import unique_queue, wait_for
 from tasks.agent import run_agent
+
+# Redis killed and cut off, leases running out: run alone (tests/suite.py)
+pytestmark = pytest.mark.serial
 
 WAIT = 120
 TURBO = str(Path(sys.executable).parent / "turbo")

@@ -4,7 +4,12 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
+
 from tasks.agent import run_agent
+
+# a makespan bound: run alone (tests/suite.py)
+pytestmark = pytest.mark.serial
 
 N = 8
 ONE_TASK_S = 1.0

@@ -29,6 +29,9 @@ if REASON:
 
 from celeryapp.config import Settings  # noqa: E402
 
+# hosts that die and lose their links, heartbeat timeouts: run alone (tests/suite.py)
+pytestmark = pytest.mark.serial
+
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_CLAUDE = ROOT / "tests" / "support" / "fakes" / "claude"
 ALPHA, BETA = "worker@alpha", "worker@beta"
