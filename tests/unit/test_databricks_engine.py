@@ -510,7 +510,7 @@ def test_tls_of_the_token_endpoint_uses_the_default_trust(monkeypatch):
         seen["context"] = context
         raise OSError("no network in unit tests")
 
-    monkeypatch.setattr(dbx.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(dbx.auth.urllib.request, "urlopen", fake_urlopen)
     with pytest.raises(OAuthError):
         ClientCredentials("https://adb-1.net/oidc/v1/token", "sp", "s").token()
     assert isinstance(seen["context"], ssl.SSLContext)

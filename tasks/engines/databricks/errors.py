@@ -1,0 +1,190 @@
+"""What a failure of the connector means for the task (:func:`classify`).
+
+Refused credentials (HTTP 401/403, an OAuth token endpoint's refusal) are
+:class:`EngineNotConfigured`, never retried; then an SQLSTATE decides (class 42/22/...
+permanent: :class:`QueryError`; ``HY008``: cancelled); then a cancelled statement
+(:class:`TaskTimeout`), then what passes (transport errors, 429/503, a starting
+warehouse, a forgotten session, a lost result page: :class:`EngineUnavailable`);
+anything else is a :class:`QueryError`.
+"""
+from __future__ import annotations
+
+import re
+import ssl
+from collections.abc import Callable, Iterator
+
+from ...errors import EngineNotConfigured, EngineUnavailable, QueryError, TaskTimeout
+
+_SQLSTATE = re.compile(r"SQLSTATE:?\s*([0-9A-Z]{5})")
+# SQLSTATE classes that no retry can fix: syntax/access (42), data (22),
+# cardinality (21), constraints (23), invalid transaction/cursor (24/25/2D), feature (0A),
+# protocol violation (08P).
+_PERMANENT_CLASSES = {"42", "22", "21", "23", "24", "25", "2D", "0A", "08P"}
+# ...and those that pass: connection exception (08, but 08P), transaction rollback /
+# serialization failure (40), insufficient resources (53), operator intervention (57).
+_TRANSIENT_CLASSES = {"08", "40", "53", "57"}
+_CANCELLED_STATE = "HY008"  # "operation canceled" (ODBC; the stand-in reports it too)
+# A cancelled statement in words: "canceled"/"cancelled" as a word of its own, not a part
+# of a name such as `cancelled_at` (SQLSTATE is looked at first in any case).
+_CANCELLED = re.compile(r"(?<![\w`'\"])cancell?ed(?![\w`'\"])", re.I)
+_TRANSIENT = re.compile(
+    r"temporarily[_ ]unavailable|is starting|resource_exhausted|too many requests"
+    r"|service unavailable|connection (?:reset|refused|aborted)|timed out"
+    r"|invalid sessionhandle|invalid operationhandle|unexpectedly closed server side"
+    r"|expected results to start from|\b(?:429|503)\b", re.I)
+_STALE_SESSION = re.compile(r"invalid sessionhandle", re.I)
+
+
+class StatementCancelled(Exception):
+    """The statement was cancelled: on request (a timeout, a revoke) or at the warehouse."""
+
+
+class OAuthError(Exception):
+    """The OAuth token endpoint gave no token; ``status`` is its HTTP status, if any."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def refused(self) -> bool:
+        """The credentials were refused (no retry can help), not the endpoint unreachable."""
+        return self.status is not None and 400 <= self.status < 500 and self.status != 429
+
+
+def classify(exc: BaseException, credential_names: Callable[[], str]) -> Exception:
+    """The Turbo error for ``exc``; ``credential_names()`` says what to check when the
+    warehouse refuses the credentials."""
+    from databricks.sql import exc as dbexc
+
+    chain = list(exception_chain(exc))
+    message = _text(exc) or type(exc).__name__
+
+    # 1. our own cancel, or the warehouse's CANCELED state
+    if any(isinstance(e, StatementCancelled) for e in chain):
+        return TaskTimeout(f"databricks statement cancelled: {message}")
+
+    # 2. credentials: never retried
+    oauth = next((e for e in chain if isinstance(e, OAuthError)), None)
+    if oauth is not None:
+        if oauth.refused:
+            return EngineNotConfigured(
+                f"databricks: {oauth}; check DATABRICKS_CLIENT_ID and "
+                "DATABRICKS_CLIENT_SECRET on this worker (the service principal's OAuth "
+                "secret, not expired, of this workspace)")
+        return EngineUnavailable(f"databricks unavailable: {oauth}")
+    status = _http_status(exc)
+    if status in (401, 403):
+        return EngineNotConfigured(
+            f"databricks refused the credentials (HTTP {status}{_reason(exc)}): check "
+            f"{credential_names()} on this worker (expired or revoked? of this "
+            "workspace? allowed to use this warehouse?)")
+
+    # 3. an SQLSTATE decides before any word of the message
+    sqlstate = next(filter(None, (sqlstate_of(_text(e)) for e in chain)), None)
+    if sqlstate:
+        if sqlstate == _CANCELLED_STATE:
+            return TaskTimeout(f"databricks statement cancelled: {message}")
+        if sqlstate[:2] in _PERMANENT_CLASSES or sqlstate[:3] in _PERMANENT_CLASSES:
+            return QueryError(f"databricks [{sqlstate}]: {message}")
+        if sqlstate[:2] in _TRANSIENT_CLASSES:
+            return EngineUnavailable(f"databricks unavailable [{sqlstate}]: {message}")
+
+    # 4. a cancelled statement, told in words
+    if isinstance(exc, dbexc.DatabaseError) and _CANCELLED.search(message):
+        return TaskTimeout(f"databricks statement cancelled: {message}")
+
+    # 5. what passes: the wire, the warehouse's state
+    if status in (400, 404) and not any(isinstance(e, dbexc.MaxRetryDurationError)
+                                        for e in chain):
+        return EngineNotConfigured(
+            f"databricks answered HTTP {status}{_reason(exc)}: check "
+            "DATABRICKS_SERVER_HOSTNAME, DATABRICKS_PORT and DATABRICKS_HTTP_PATH")
+    tls = next((e for e in chain if isinstance(e, ssl.SSLCertVerificationError)
+                or "CERTIFICATE_VERIFY_FAILED" in _text(e)), None)
+    if tls is not None:
+        return EngineNotConfigured(
+            f"databricks: the warehouse's TLS certificate was not trusted ({_text(tls)}): "
+            "check DATABRICKS_SERVER_HOSTNAME, and SSL_CERT_FILE behind a proxy")
+    if isinstance(exc, dbexc.UnsafeToRetryError):
+        return QueryError(f"databricks: {message}")
+    if any(isinstance(e, dbexc.MaxRetryDurationError) for e in chain):
+        return EngineUnavailable(
+            "databricks unavailable (busy, starting or unreachable; the connector's next "
+            f"retry would have outlasted the call's deadline): {message}")
+    if isinstance(exc, (dbexc.RequestError, dbexc.OperationalError)):
+        return EngineUnavailable(f"databricks unavailable: {message}")
+    if any(_is_transport_error(e) for e in chain):
+        return EngineUnavailable(f"databricks unavailable: {message}")
+    if _TRANSIENT.search(message):
+        return EngineUnavailable(f"databricks unavailable: {message}")
+    return QueryError(f"databricks: {message}")
+
+
+def keeps_connection_after(error: BaseException) -> bool:
+    """The warehouse judged the statement (an SQL error with its SQLSTATE) or the
+    connector refused its parameters before sending it: the session is as good as
+    before."""
+    from databricks.sql import exc as dbexc
+
+    cause = error.__cause__
+    if isinstance(cause, dbexc.ServerOperationError):
+        return sqlstate_of(str(cause)) is not None
+    return isinstance(cause, (dbexc.ProgrammingError, dbexc.NotSupportedError))
+
+
+def stale_session(exc: BaseException) -> bool:
+    """The warehouse no longer knows the session (restarted, idle too long)."""
+    return any(_STALE_SESSION.search(_text(e)) for e in exception_chain(exc))
+
+
+# --- the exception chain -------------------------------------------------------------------
+def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc``, the exceptions it carries (the connector puts the original one in
+    ``args[1]``) and its causes, each once."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo.extend(a for a in getattr(current, "args", ()) if isinstance(a, BaseException))
+        todo.append(getattr(current, "reason", None) if isinstance(
+            getattr(current, "reason", None), BaseException) else None)
+        todo.extend((current.__cause__, current.__context__))
+
+
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc).strip()
+    except Exception:  # noqa: BLE001 - a __str__ that fails: the type names it
+        return type(exc).__name__
+
+
+def sqlstate_of(message: str) -> str | None:
+    found = _SQLSTATE.search(message)
+    return found.group(1) if found else None
+
+
+def _http_status(exc: BaseException) -> int | None:
+    context = getattr(exc, "context", None)
+    code = context.get("http-code") if isinstance(context, dict) else None
+    return code if isinstance(code, int) else None
+
+
+def _reason(exc: BaseException) -> str:
+    context = getattr(exc, "context", None)
+    reason = context.get("error-message") if isinstance(context, dict) else None
+    reason = (reason or "").strip(" :")
+    return f": {reason}" if reason else ""
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    if isinstance(exc, (ConnectionError, TimeoutError, EOFError)):
+        return True
+    if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLCertVerificationError):
+        return True
+    module = type(exc).__module__ or ""
+    return module.startswith(("urllib3", "http.client", "thrift"))
