@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import ssl
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from ...errors import EngineNotConfigured, EngineUnavailable, QueryError, TaskTimeout
 
@@ -53,19 +54,52 @@ class OAuthError(Exception):
 
 
 def classify(exc: BaseException, credential_names: Callable[[], str]) -> Exception:
-    """The Turbo error for ``exc``; ``credential_names()`` says what to check when the
-    warehouse refuses the credentials."""
-    from databricks.sql import exc as dbexc
+    """The Turbo error for ``exc``, by the first step that recognises it (in this order);
+    ``credential_names()`` says what to check when the credentials are refused."""
+    failure = _Failure.of(exc)
+    return (_cancelled(failure)
+            or _credentials_refused(failure, credential_names)
+            or _by_sqlstate(failure)
+            or _cancelled_in_words(failure)
+            or _misaddressed(failure)
+            or _untrusted_tls(failure)
+            or _unsafe_to_retry(failure)
+            or _passing(failure)
+            or QueryError(f"databricks: {failure.message}"))
 
-    chain = list(exception_chain(exc))
-    message = _text(exc) or type(exc).__name__
 
-    # 1. our own cancel, or the warehouse's CANCELED state
-    if any(isinstance(e, StatementCancelled) for e in chain):
-        return TaskTimeout(f"databricks statement cancelled: {message}")
+@dataclass(frozen=True)
+class _Failure:
+    """An exception as the steps of :func:`classify` look at it."""
 
-    # 2. credentials: never retried
-    oauth = next((e for e in chain if isinstance(e, OAuthError)), None)
+    error: BaseException
+    chain: tuple[BaseException, ...]  # the error, what it carries, its causes
+    message: str
+    status: int | None  # the HTTP status the connector saw, if any
+
+    @classmethod
+    def of(cls, exc: BaseException) -> _Failure:
+        return cls(exc, tuple(exception_chain(exc)), _text(exc) or type(exc).__name__,
+                   _http_status(exc))
+
+    def first(self, kind: type[BaseException]) -> BaseException | None:
+        return next((e for e in self.chain if isinstance(e, kind)), None)
+
+    def has(self, kind: type[BaseException]) -> bool:
+        return self.first(kind) is not None
+
+
+def _cancelled(failure: _Failure) -> Exception | None:
+    """Our own cancel, or the warehouse's CANCELED state."""
+    if failure.has(StatementCancelled):
+        return TaskTimeout(f"databricks statement cancelled: {failure.message}")
+    return None
+
+
+def _credentials_refused(failure: _Failure, credential_names: Callable[[], str]
+                         ) -> Exception | None:
+    """Refused credentials are never retried; a token endpoint out of reach passes."""
+    oauth = failure.first(OAuthError)
     if oauth is not None:
         if oauth.refused:
             return EngineNotConfigured(
@@ -73,52 +107,81 @@ def classify(exc: BaseException, credential_names: Callable[[], str]) -> Excepti
                 "DATABRICKS_CLIENT_SECRET on this worker (the service principal's OAuth "
                 "secret, not expired, of this workspace)")
         return EngineUnavailable(f"databricks unavailable: {oauth}")
-    status = _http_status(exc)
-    if status in (401, 403):
+    if failure.status in (401, 403):
         return EngineNotConfigured(
-            f"databricks refused the credentials (HTTP {status}{_reason(exc)}): check "
-            f"{credential_names()} on this worker (expired or revoked? of this "
-            "workspace? allowed to use this warehouse?)")
+            f"databricks refused the credentials (HTTP {failure.status}"
+            f"{_reason(failure.error)}): check {credential_names()} on this worker (expired "
+            "or revoked? of this workspace? allowed to use this warehouse?)")
+    return None
 
-    # 3. an SQLSTATE decides before any word of the message
-    sqlstate = next(filter(None, (sqlstate_of(_text(e)) for e in chain)), None)
-    if sqlstate:
-        if sqlstate == _CANCELLED_STATE:
-            return TaskTimeout(f"databricks statement cancelled: {message}")
-        if sqlstate[:2] in _PERMANENT_CLASSES or sqlstate[:3] in _PERMANENT_CLASSES:
-            return QueryError(f"databricks [{sqlstate}]: {message}")
-        if sqlstate[:2] in _TRANSIENT_CLASSES:
-            return EngineUnavailable(f"databricks unavailable [{sqlstate}]: {message}")
 
-    # 4. a cancelled statement, told in words
-    if isinstance(exc, dbexc.DatabaseError) and _CANCELLED.search(message):
-        return TaskTimeout(f"databricks statement cancelled: {message}")
+def _by_sqlstate(failure: _Failure) -> Exception | None:
+    """An SQLSTATE decides before any word of the message."""
+    sqlstate = next(filter(None, (sqlstate_of(_text(e)) for e in failure.chain)), None)
+    if not sqlstate:
+        return None
+    if sqlstate == _CANCELLED_STATE:
+        return TaskTimeout(f"databricks statement cancelled: {failure.message}")
+    if sqlstate[:2] in _PERMANENT_CLASSES or sqlstate[:3] in _PERMANENT_CLASSES:
+        return QueryError(f"databricks [{sqlstate}]: {failure.message}")
+    if sqlstate[:2] in _TRANSIENT_CLASSES:
+        return EngineUnavailable(f"databricks unavailable [{sqlstate}]: {failure.message}")
+    return None
 
-    # 5. what passes: the wire, the warehouse's state
-    if status in (400, 404) and not any(isinstance(e, dbexc.MaxRetryDurationError)
-                                        for e in chain):
+
+def _cancelled_in_words(failure: _Failure) -> Exception | None:
+    from databricks.sql import exc as dbexc
+
+    if isinstance(failure.error, dbexc.DatabaseError) and _CANCELLED.search(failure.message):
+        return TaskTimeout(f"databricks statement cancelled: {failure.message}")
+    return None
+
+
+def _misaddressed(failure: _Failure) -> Exception | None:
+    """HTTP 400/404 from the warehouse's address: a wrong host, port or path (but a
+    retry cut short by the deadline carries a stale status)."""
+    from databricks.sql import exc as dbexc
+
+    if failure.status in (400, 404) and not failure.has(dbexc.MaxRetryDurationError):
         return EngineNotConfigured(
-            f"databricks answered HTTP {status}{_reason(exc)}: check "
+            f"databricks answered HTTP {failure.status}{_reason(failure.error)}: check "
             "DATABRICKS_SERVER_HOSTNAME, DATABRICKS_PORT and DATABRICKS_HTTP_PATH")
-    tls = next((e for e in chain if isinstance(e, ssl.SSLCertVerificationError)
+    return None
+
+
+def _untrusted_tls(failure: _Failure) -> Exception | None:
+    tls = next((e for e in failure.chain if isinstance(e, ssl.SSLCertVerificationError)
                 or "CERTIFICATE_VERIFY_FAILED" in _text(e)), None)
-    if tls is not None:
-        return EngineNotConfigured(
-            f"databricks: the warehouse's TLS certificate was not trusted ({_text(tls)}): "
-            "check DATABRICKS_SERVER_HOSTNAME, and SSL_CERT_FILE behind a proxy")
-    if isinstance(exc, dbexc.UnsafeToRetryError):
-        return QueryError(f"databricks: {message}")
-    if any(isinstance(e, dbexc.MaxRetryDurationError) for e in chain):
+    if tls is None:
+        return None
+    return EngineNotConfigured(
+        f"databricks: the warehouse's TLS certificate was not trusted ({_text(tls)}): "
+        "check DATABRICKS_SERVER_HOSTNAME, and SSL_CERT_FILE behind a proxy")
+
+
+def _unsafe_to_retry(failure: _Failure) -> Exception | None:
+    """The connector would not re-send it: the warehouse may have acted on it."""
+    from databricks.sql import exc as dbexc
+
+    if isinstance(failure.error, dbexc.UnsafeToRetryError):
+        return QueryError(f"databricks: {failure.message}")
+    return None
+
+
+def _passing(failure: _Failure) -> Exception | None:
+    """What passes: the wire, a busy or starting warehouse, a forgotten session."""
+    from databricks.sql import exc as dbexc
+
+    message = failure.message
+    if failure.has(dbexc.MaxRetryDurationError):
         return EngineUnavailable(
             "databricks unavailable (busy, starting or unreachable; the connector's next "
             f"retry would have outlasted the call's deadline): {message}")
-    if isinstance(exc, (dbexc.RequestError, dbexc.OperationalError)):
+    if (isinstance(failure.error, (dbexc.RequestError, dbexc.OperationalError))
+            or any(_is_transport_error(e) for e in failure.chain)
+            or _TRANSIENT.search(message)):
         return EngineUnavailable(f"databricks unavailable: {message}")
-    if any(_is_transport_error(e) for e in chain):
-        return EngineUnavailable(f"databricks unavailable: {message}")
-    if _TRANSIENT.search(message):
-        return EngineUnavailable(f"databricks unavailable: {message}")
-    return QueryError(f"databricks: {message}")
+    return None
 
 
 def keeps_connection_after(error: BaseException) -> bool:
