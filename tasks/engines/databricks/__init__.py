@@ -3,7 +3,7 @@
 One module per concern:
 
 * :mod:`.config` - the settings, from the worker's environment only (``DATABRICKS_*``);
-* :mod:`.auth` - the credentials the connector sends (a token, or an OAuth client);
+* :mod:`.auth` - the credentials the connector sends: a token, or the Databricks SDK's;
 * :mod:`.retries` - the connector's own 429/503 retries, bounded by the call's deadline;
 * :mod:`.session` - one statement: run asynchronously, polled, cancelled from any thread;
 * :mod:`.errors` - what a failure means for the task (:func:`~.errors.classify`);
@@ -11,13 +11,13 @@ One module per concern:
 """
 from __future__ import annotations
 
-from .auth import ClientCredentials
+from .auth import SdkCredentials
 from .config import DatabricksConfig, parse_session_conf
 from .engine import USER_AGENT, DatabricksEngine
-from .errors import OAuthError, StatementCancelled
+from .errors import CredentialsError, StatementCancelled
 from .retries import bound_retries
 from .session import DatabricksSession
 
-__all__ = ["USER_AGENT", "ClientCredentials", "DatabricksConfig", "DatabricksEngine",
-           "DatabricksSession", "OAuthError", "StatementCancelled", "bound_retries",
+__all__ = ["USER_AGENT", "CredentialsError", "DatabricksConfig", "DatabricksEngine",
+           "DatabricksSession", "SdkCredentials", "StatementCancelled", "bound_retries",
            "parse_session_conf"]

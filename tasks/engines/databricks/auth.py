@@ -1,102 +1,178 @@
-"""OAuth machine-to-machine for a Databricks service principal (:class:`ClientCredentials`)."""
+"""The credentials the connector sends: a personal access token as it is, anything else
+through the Databricks SDK's unified authentication (:class:`SdkCredentials`).
+
+``DATABRICKS_TOKEN`` goes to the connector as ``access_token``; nothing here is involved.
+Every other way (:mod:`.config`) is the SDK's (``databricks-sdk``), the way Databricks
+documents for unattended services: a ``databricks.sdk.config.Config`` for the workspace,
+whose credentials provider the connector accepts as ``credentials_provider``. For a
+service principal's OAuth client (``oauth-m2m``) the SDK reads the workspace's metadata
+(``GET https://<host>/.well-known/databricks-config``), then its OAuth server's
+(``GET <oidc_endpoint>/.well-known/oauth-authorization-server``), and asks its token
+endpoint (``POST .../oidc/v1/token``, the client-credentials grant, the client
+authenticated with HTTP Basic, scope ``all-apis``); fetching, caching and refreshing the
+token are the SDK's. Microsoft Entra ID service principals (``azure-client-secret``),
+``~/.databrickscfg`` profiles and the SDK's other auth types work the same way, by
+configuration only. One SDK ``Config`` per engine, built on the first request that needs
+credentials (the SDK's import costs about a second, a worker that uses a token never
+pays it); the connector asks it for headers before its requests, and the token is
+shared by the process's sessions.
+
+A failure to get credentials is a :class:`~.errors.CredentialsError` raised inside the
+connector's request (so no request goes out without credentials), never with a secret
+in its message: ``refused`` when no retry can help (the token endpoint answered an
+OAuth refusal such as ``invalid_client``, or the SDK found its settings unusable),
+otherwise the identity provider was out of reach or failing and a later attempt may
+succeed (:func:`~.errors.classify` makes them ``EngineNotConfigured`` and
+``EngineUnavailable``).
+
+TLS: the connector (urllib3 on Python's ``ssl``) trusts ``SSL_CERT_FILE``; the SDK uses
+``requests``, which trusts ``REQUESTS_CA_BUNDLE`` (or ``CURL_CA_BUNDLE``) and otherwise
+certifi's bundle, not ``SSL_CERT_FILE``. So that both trust the same CA, a worker with
+``SSL_CERT_FILE`` and neither of those sets ``REQUESTS_CA_BUNDLE`` to the same file in
+its own environment when the SDK is first used (:func:`trust_ssl_cert_file_in_requests`);
+set ``REQUESTS_CA_BUNDLE`` to choose otherwise.
+
+Known limit of the SDK (databricks-sdk-py#1338): its token request has no timeout, so a
+token endpoint that accepts the connection and never answers holds that statement until
+its deadline; the SDK's discovery requests are bounded here (:data:`SDK_TIMEOUT_S`).
+"""
 from __future__ import annotations
 
-import base64
-import json
-import ssl
+import logging
+import os
+import re
 import threading
-import time
-import urllib.error
-import urllib.request
-from urllib.parse import urlencode
+from collections.abc import Iterable, Mapping, MutableMapping
 
-from .errors import OAuthError
+from .config import AUTH_TYPE, CLIENT_ID, OAUTH_M2M, SECRET_SETTINGS, DatabricksConfig
+from .errors import CredentialsError
 
-OAUTH_TOKEN_PATH = "/oidc/v1/token"  # a workspace's OAuth token endpoint
-OAUTH_SCOPE = "all-apis"  # what the Databricks SDK asks for a service principal
-OAUTH_TIMEOUT_S = 15.0
-OAUTH_EARLY_REFRESH_S = 60.0  # a token is renewed this long before it expires
+log = logging.getLogger(__name__)
+
+# The SDK's own HTTP requests (discovery): the timeout of each and how long it retries
+# one that could not connect (its default: 300 s).
+SDK_TIMEOUT_S = 15
+
+_UNREACHABLE_HINT = (" (the workspace's discovery documents could not be read: check "
+                     "DATABRICKS_SERVER_HOSTNAME, DATABRICKS_PORT, and REQUESTS_CA_BUNDLE or "
+                     "SSL_CERT_FILE for TLS; the SDK's warning in the worker's log says why)")
+
+# What a token endpoint answers when it refuses the client (RFC 6749 section 5.2), as the
+# SDK words it: "<error>: <error_description>".
+_REFUSAL = re.compile(r"(?:invalid_client|invalid_grant|unauthorized_client|invalid_scope"
+                      r"|invalid_request|unsupported_grant_type|access_denied)\b")
 
 
-class ClientCredentials:
-    """OAuth M2M for a Databricks service principal, as the connector's
-    ``credentials_provider``: the client-credentials grant at the workspace's token
-    endpoint (``https://<host>/oidc/v1/token``, the client authenticated with HTTP Basic,
-    scope ``all-apis``: what the Databricks SDK's ``oauth_service_principal`` sends), the
-    token kept until a minute before it expires. The connector asks for headers before
-    each request (and caches the token itself until its ``exp``).
+class SdkCredentials:
+    """The connector's ``credentials_provider`` on the Databricks SDK's unified
+    authentication for the workspace at ``host``. ``settings`` are the SDK ``Config``'s
+    keyword arguments that the engine read itself (client id and secret, auth type; the
+    SDK reads the rest from the environment); ``label`` names the credentials in
+    messages; ``secrets`` are kept out of them."""
 
-    The connector alone has no provider for Databricks-managed service principals (its
-    ``auth_type="azure-sp-m2m"`` is Microsoft Entra's); its documentation points at the
-    databricks-sdk, which this makes unnecessary. TLS trust is the process's default
-    (``SSL_CERT_FILE`` is honoured), proxies come from ``HTTPS_PROXY`` as for urllib.
-    """
-
-    def __init__(self, token_url: str, client_id: str, client_secret: str,
-                 timeout: float = OAUTH_TIMEOUT_S) -> None:
-        self.token_url, self.client_id = token_url, client_id
-        self._secret, self._timeout = client_secret, timeout
+    def __init__(self, host: str, settings: Mapping[str, str], label: str,
+                 secrets: Iterable[str] = ()) -> None:
+        self.host, self.label = host, label
+        self._settings = dict(settings)
+        self._secrets = tuple(s for s in secrets if s)
         self._lock = threading.Lock()
-        self._token: str | None = None
-        self._renew_at = 0.0
-        self.fetched = 0  # tokens fetched (for tests and logs)
+        self._config = None  # the SDK's Config, once built
+
+    def __repr__(self) -> str:
+        return f"SdkCredentials({self.host!r}, {self.label!r})"
 
     def auth_type(self) -> str:
-        return "oauth-m2m"
+        """The SDK's auth type (once known), as the connector's providers say theirs."""
+        config = self._config
+        return (config.auth_type if config is not None else None) or self._settings.get(
+            "auth_type") or "databricks-sdk"
 
     def __call__(self, *args, **kwargs):
-        return self.headers
+        return self.headers  # the connector calls the provider once, then this per request
 
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token()}"}
+        config = self.sdk_config()
+        try:
+            return config.authenticate()
+        except Exception as exc:  # noqa: BLE001 - any failure of the SDK's token fetch
+            raise self._failure("gave no credentials", exc, refused=_refusal(exc)) from exc
 
-    def token(self) -> str:
+    def sdk_config(self):
+        """The SDK's ``Config``: built once, on first use (a failure is tried again next
+        time)."""
         with self._lock:
-            if self._token is None or time.monotonic() >= self._renew_at:
-                self._token, expires_in = self._fetch()
-                self._renew_at = time.monotonic() + max(0.0, expires_in - OAUTH_EARLY_REFRESH_S)
-                self.fetched += 1
-            return self._token
+            if self._config is None:
+                trust_ssl_cert_file_in_requests()
+                from databricks.sdk.config import Config  # about a second: on first use only
 
-    def _fetch(self) -> tuple[str, float]:
-        body = urlencode({"grant_type": "client_credentials", "scope": OAUTH_SCOPE}).encode()
-        basic = base64.b64encode(f"{self.client_id}:{self._secret}".encode()).decode()
-        request = urllib.request.Request(
-            self.token_url, data=body, method="POST",
-            headers={"Authorization": f"Basic {basic}", "Accept": "application/json",
-                     "Content-Type": "application/x-www-form-urlencoded",
-                     "User-Agent": _user_agent()})
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout,
-                                        context=ssl.create_default_context()) as response:
-                data = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            raise OAuthError(
-                f"the OAuth token endpoint {self.token_url} refused client {self.client_id}: "
-                f"HTTP {exc.code} {_oauth_detail(exc)}".rstrip(), status=exc.code) from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise OAuthError(f"no OAuth token from {self.token_url}: {exc}") from None
-        token = data.get("access_token") if isinstance(data, dict) else None
-        if not token:
-            raise OAuthError(f"the OAuth token endpoint {self.token_url} answered no access_token")
-        try:
-            expires_in = float(data.get("expires_in") or 3600)
-        except (TypeError, ValueError):
-            expires_in = 3600.0
-        return token, expires_in
+                try:
+                    self._config = Config(host=self.host, http_timeout_seconds=SDK_TIMEOUT_S,
+                                          retry_timeout_seconds=SDK_TIMEOUT_S,
+                                          **self._settings)
+                except Exception as exc:  # noqa: BLE001 - any failure of the SDK's setup
+                    # unusable settings are refused; the workspace out of reach passes
+                    unreachable = _unreachable(exc)
+                    raise self._failure("could not set up credentials", exc,
+                                        refused=not unreachable,
+                                        hint=_UNREACHABLE_HINT if unreachable else "") from exc
+            return self._config
+
+    def _failure(self, what: str, exc: BaseException, *, refused: bool,
+                 hint: str = "") -> CredentialsError:
+        detail = str(exc).strip() or type(exc).__name__
+        for secret in self._secrets:
+            detail = detail.replace(secret, "***")
+        return CredentialsError(f"the Databricks SDK {what} for {self.host} ({self.label}): "
+                                f"{detail}{hint}", refused=refused)
 
 
-def _oauth_detail(error: urllib.error.HTTPError) -> str:
-    try:
-        data = json.loads(error.read() or b"{}")
-    except (ValueError, OSError):
-        return error.reason or ""
-    if not isinstance(data, dict):
-        return ""
-    return " ".join(str(data[k]) for k in ("error", "error_description") if data.get(k))
+def sdk_credentials(config: DatabricksConfig, environ: Mapping[str, str]) -> SdkCredentials:
+    """The SDK's credentials for ``config`` (whose ``credentials`` are not a token): the
+    settings the engine read itself, the SDK reading the rest from the environment."""
+    m2m = config.credentials == OAUTH_M2M
+    settings = {"client_id": config.client_id, "client_secret": config.client_secret,
+                "auth_type": config.auth_type or (OAUTH_M2M if m2m else None)}
+    if m2m:
+        label = f"{OAUTH_M2M}, client {config.client_id}"
+    else:
+        label = (f"{AUTH_TYPE}={config.auth_type}" if config.auth_type
+                 else "the SDK's default credentials")
+        if config.client_id:
+            label += f", {CLIENT_ID}={config.client_id}"
+    return SdkCredentials(config.workspace_url,
+                          {name: value for name, value in settings.items() if value}, label,
+                          secrets=[environ.get(name) or "" for name in SECRET_SETTINGS])
 
 
-def _user_agent() -> str:
-    from .engine import USER_AGENT
+def trust_ssl_cert_file_in_requests(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Give ``requests`` (the SDK) the CA file the connector trusts: ``SSL_CERT_FILE``
+    becomes ``REQUESTS_CA_BUNDLE`` unless that or ``CURL_CA_BUNDLE`` is set."""
+    cert_file = environ.get("SSL_CERT_FILE")
+    if not cert_file or environ.get("REQUESTS_CA_BUNDLE") or environ.get("CURL_CA_BUNDLE"):
+        return
+    environ["REQUESTS_CA_BUNDLE"] = cert_file
+    log.info("databricks: REQUESTS_CA_BUNDLE=%s (SSL_CERT_FILE) for the Databricks SDK",
+             cert_file)
 
-    return USER_AGENT
+
+def _causes(exc: BaseException) -> Iterable[BaseException]:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The SDK could not reach or read its endpoint: a connection or TLS failure, a
+    timeout, an HTTP error (``requests``' errors and the SDK's ``DatabricksError`` are
+    ``OSError`` s, as ``TimeoutError`` is)."""
+    return any(isinstance(e, OSError) for e in _causes(exc))
+
+
+def _refusal(exc: BaseException) -> bool:
+    """The token endpoint refused the credentials (an OAuth error code), rather than
+    being out of reach or failing."""
+    if _unreachable(exc):
+        return False
+    return any(_REFUSAL.match(str(e).strip()) for e in _causes(exc))

@@ -5,7 +5,6 @@ statements run by :class:`~.session.DatabricksSession`, failures mapped by
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Mapping
@@ -15,8 +14,8 @@ from ...errors import EngineNotConfigured
 from ..base import Engine
 from ..pool import Policy
 from . import errors
-from .auth import OAUTH_TOKEN_PATH, ClientCredentials
-from .config import DatabricksConfig
+from .auth import SdkCredentials, sdk_credentials
+from .config import PAT, DatabricksConfig, credentials_digest
 from .retries import retry_args
 from .session import DatabricksSession
 
@@ -45,35 +44,29 @@ class DatabricksEngine(Engine):
         self._environ = os.environ if environ is None else environ
         self.policy = policy if policy.max_uses else replace(
             policy, max_uses=MAX_STATEMENTS_PER_SESSION)
-        self._credentials: tuple[tuple, ClientCredentials] | None = None
+        self._credentials: tuple[tuple, SdkCredentials] | None = None
         self._credentials_lock = threading.Lock()
 
     def key(self):
         """Workspace, warehouse and every setting of the session, with a digest of the
         credentials (never a secret); no error while unconfigured."""
         get = self._environ.get
-        secret = get("DATABRICKS_TOKEN") or (
-            f"{get('DATABRICKS_CLIENT_ID')}:{get('DATABRICKS_CLIENT_SECRET')}"
-            if get("DATABRICKS_CLIENT_ID") or get("DATABRICKS_CLIENT_SECRET") else None)
-        digest = hashlib.sha256(secret.encode()).hexdigest()[:16] if secret else None
         return (self.name, get("DATABRICKS_SERVER_HOSTNAME"), get("DATABRICKS_PORT"),
-                get("DATABRICKS_HTTP_PATH"), digest, get("DATABRICKS_CATALOG"),
-                get("DATABRICKS_SCHEMA"), get("DATABRICKS_SESSION_CONF"),
-                get("DATABRICKS_USE_CLOUD_FETCH"), get("DATABRICKS_ENABLE_TELEMETRY"))
+                get("DATABRICKS_HTTP_PATH"), credentials_digest(self._environ),
+                get("DATABRICKS_CATALOG"), get("DATABRICKS_SCHEMA"),
+                get("DATABRICKS_SESSION_CONF"), get("DATABRICKS_USE_CLOUD_FETCH"),
+                get("DATABRICKS_ENABLE_TELEMETRY"))
 
     def config(self) -> DatabricksConfig:
         return DatabricksConfig.from_environ(self._environ)
 
-    def credentials(self, config: DatabricksConfig) -> ClientCredentials:
-        """The OAuth client of ``config``, one per engine (its token is shared by the
-        process's sessions)."""
-        ident = (config.hostname, config.port, config.client_id, config.client_secret)
+    def credentials(self, config: DatabricksConfig) -> SdkCredentials:
+        """The SDK's credentials for ``config`` (not a token), one per engine: their token
+        is shared by the process's sessions."""
+        ident = (config.workspace_url, config.credentials, credentials_digest(self._environ))
         with self._credentials_lock:
             if self._credentials is None or self._credentials[0] != ident:
-                port = "" if config.port == 443 else f":{config.port}"
-                url = f"https://{config.hostname}{port}{OAUTH_TOKEN_PATH}"
-                self._credentials = (ident, ClientCredentials(url, config.client_id,
-                                                              config.client_secret))
+                self._credentials = (ident, sdk_credentials(config, self._environ))
             return self._credentials[1]
 
     def connect_args(self, deadline: float | None = None) -> dict:
@@ -88,10 +81,10 @@ class DatabricksEngine(Engine):
             "enable_telemetry": config.enable_telemetry,
             **retry_args(deadline),
         }
-        if config.oauth:
-            args["credentials_provider"] = self.credentials(config)
-        else:
+        if config.credentials == PAT:
             args["access_token"] = config.token
+        else:
+            args["credentials_provider"] = self.credentials(config)
         if config.catalog:
             args["catalog"] = config.catalog
         if config.schema:
@@ -131,4 +124,5 @@ class DatabricksEngine(Engine):
         try:
             return self.config().credential_names
         except EngineNotConfigured:
-            return "DATABRICKS_TOKEN or DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET"
+            return ("DATABRICKS_TOKEN, DATABRICKS_CLIENT_ID/DATABRICKS_CLIENT_SECRET or the "
+                    "Databricks SDK's settings")

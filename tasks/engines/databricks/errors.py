@@ -1,10 +1,20 @@
-"""What a failure of the connector means for the task (:func:`classify`).
+"""What a failure of the connector means for the task (:func:`classify`), decided by
+the first of these steps that recognises it:
 
-Refused credentials (HTTP 401/403, an OAuth token endpoint's refusal) are
-:class:`EngineNotConfigured`, never retried; then an SQLSTATE decides (class 42/22/...
-permanent: :class:`QueryError`; ``HY008``: cancelled); then a cancelled statement
-(:class:`TaskTimeout`), then what passes (transport errors, 429/503, a starting
-warehouse, a forgotten session, a lost result page: :class:`EngineUnavailable`);
+1. our own cancel, or the warehouse's CANCELED state: :class:`TaskTimeout`;
+2. credentials: refused (HTTP 401/403, an identity provider's refusal, settings the
+   Databricks SDK cannot use: :class:`CredentialsError`) are :class:`EngineNotConfigured`,
+   never retried; an identity provider out of reach is :class:`EngineUnavailable`;
+3. an SQLSTATE, before any word of the message: class 42/22/... :class:`QueryError`,
+   ``HY008`` cancelled, 08/40/53/57 :class:`EngineUnavailable`;
+4. a cancelled statement told in words: :class:`TaskTimeout`;
+5. HTTP 400/404 (a wrong host, port or path) and an untrusted TLS certificate:
+   :class:`EngineNotConfigured`; a request the connector would not re-send:
+   :class:`QueryError`;
+6. what passes (transport errors, 429/503, a starting warehouse, a forgotten session, a
+   lost result page, the connector's retries cut short by the deadline):
+   :class:`EngineUnavailable`;
+
 anything else is a :class:`QueryError`.
 """
 from __future__ import annotations
@@ -40,17 +50,14 @@ class StatementCancelled(Exception):
     """The statement was cancelled: on request (a timeout, a revoke) or at the warehouse."""
 
 
-class OAuthError(Exception):
-    """The OAuth token endpoint gave no token; ``status`` is its HTTP status, if any."""
+class CredentialsError(Exception):
+    """No credentials for the connector's request (:mod:`.auth`): ``refused`` when no
+    retry can help (the identity provider refused them, or their settings are unusable),
+    otherwise the identity provider was out of reach or failing."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, *, refused: bool) -> None:
         super().__init__(message)
-        self.status = status
-
-    @property
-    def refused(self) -> bool:
-        """The credentials were refused (no retry can help), not the endpoint unreachable."""
-        return self.status is not None and 400 <= self.status < 500 and self.status != 429
+        self.refused = refused
 
 
 def classify(exc: BaseException, credential_names: Callable[[], str]) -> Exception:
@@ -98,15 +105,14 @@ def _cancelled(failure: _Failure) -> Exception | None:
 
 def _credentials_refused(failure: _Failure, credential_names: Callable[[], str]
                          ) -> Exception | None:
-    """Refused credentials are never retried; a token endpoint out of reach passes."""
-    oauth = failure.first(OAuthError)
-    if oauth is not None:
-        if oauth.refused:
+    """Refused credentials are never retried; an identity provider out of reach passes."""
+    error = failure.first(CredentialsError)
+    if error is not None:
+        if error.refused:
             return EngineNotConfigured(
-                f"databricks: {oauth}; check DATABRICKS_CLIENT_ID and "
-                "DATABRICKS_CLIENT_SECRET on this worker (the service principal's OAuth "
-                "secret, not expired, of this workspace)")
-        return EngineUnavailable(f"databricks unavailable: {oauth}")
+                f"databricks: {error}; check {credential_names()} on this worker (expired or "
+                "revoked? of this workspace?)")
+        return EngineUnavailable(f"databricks unavailable: {error}")
     if failure.status in (401, 403):
         return EngineNotConfigured(
             f"databricks refused the credentials (HTTP {failure.status}"
