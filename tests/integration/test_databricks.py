@@ -228,19 +228,35 @@ def test_oauth_m2m_service_principal(own):
             for t in wh.stats.token_requests] == [(CLIENT_ID, "basic", "all-apis", 200)]
     assert wh.stats.open_session == 1
     assert set(thrift_requests(wh, "ExecuteStatement")) == {200}
+    # through the Databricks SDK: the workspace's discovery documents, then its token
+    assert [d["path"] for d in wh.stats.discovery_requests] == [
+        "/.well-known/databricks-config", "/oidc/.well-known/oauth-authorization-server"]
+    assert CLIENT_SECRET not in worker.logfile.read_text()
 
 
 def test_a_refused_oauth_client_fails_at_once_naming_it(own, celery_app):
-    wh, worker = own(env=lambda w: {**w.oauth_env(CLIENT_ID), "DATABRICKS_CLIENT_SECRET": "nope"},
+    wrong = "dose-wrong-" + uuid.uuid4().hex
+    wh, worker = own(env=lambda w: {**w.oauth_env(CLIENT_ID), "DATABRICKS_CLIENT_SECRET": wrong},
                      oauth_clients={CLIENT_ID: CLIENT_SECRET})
     started = time.monotonic()
     result = query(worker, "SELECT 1", retries=3)
-    with pytest.raises(EngineNotConfigured, match="invalid_client.*DATABRICKS_CLIENT_SECRET"):
+    with pytest.raises(EngineNotConfigured,
+                       match="invalid_client.*DATABRICKS_CLIENT_SECRET") as raised:
         result.get(timeout=WAIT)
     assert time.monotonic() - started < 10
     assert [t["status"] for t in wh.stats.token_requests] == [401]
     assert wh.stats.requests == []  # no Thrift request went out without a token
     assert retries_of(celery_app, result) == 0
+    assert wrong not in str(raised.value) and wrong not in worker.logfile.read_text()
+
+
+def test_a_failing_token_endpoint_is_retried_by_the_task(own, celery_app):
+    wh, worker = own(env=lambda w: w.oauth_env(CLIENT_ID), oauth_clients={CLIENT_ID: CLIENT_SECRET})
+    wh.faults.token_error(503)
+    result = query(worker, "SELECT 5 AS five", retries=2)
+    assert result.get(timeout=WAIT)["rows"] == [[5]]
+    assert retries_of(celery_app, result) == 1  # EngineUnavailable, then a token
+    assert [t["status"] for t in wh.stats.token_requests] == [503, 200]
 
 
 def test_session_configuration_and_cloud_fetch_come_from_the_environment(own):

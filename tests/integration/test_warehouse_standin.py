@@ -3,7 +3,8 @@ REAL databricks-sql-connector (Thrift over HTTPS), not by the project's engine.
 
 Besides checking the stand-in, these tests pin what the connector does on the wire, which
 the project's Databricks engine has to live with: how 401/403, 429/503, a starting
-warehouse, a dropped connection, a cancel and a forgotten session surface.
+warehouse, a dropped connection, a cancel and a forgotten session surface; and what the
+Databricks SDK (OAuth M2M) reads from a workspace and how its failures surface.
 """
 from __future__ import annotations
 
@@ -423,6 +424,47 @@ def test_ssl_cert_file_is_enough_to_trust_the_stand_in(wh, monkeypatch):
         assert cur.fetchall()[0].trusted == 1
     env = wh.env()
     assert env["SSL_CERT_FILE"] == str(wh.ca_file) and env["DATABRICKS_PORT"] == str(wh.port)
+
+
+def test_oauth_m2m_as_databricks_documents_it_through_the_sdk(tmp_path, monkeypatch):
+    """The connector's ``credentials_provider`` with the Databricks SDK's
+    ``oauth_service_principal`` (the connector's documented M2M example): the SDK reads
+    the workspace's metadata and its OAuth server's, then asks for a token (HTTP Basic,
+    scope all-apis) that the stand-in accepts on Thrift requests. The SDK's failures, as
+    tasks/engines/databricks/auth.py tells them apart: a refusal is a ValueError worded
+    ``<error>: <description>``, a failing endpoint another ValueError."""
+    from databricks.sdk.core import Config, oauth_service_principal
+
+    wh = start_warehouse(tmp_path, oauth_clients={"sp": "sp-secret"}, status_wait=STATUS_WAIT)
+    try:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(wh.ca_file))  # requests: not SSL_CERT_FILE
+        config = Config(host=wh.url, client_id="sp", client_secret="sp-secret",
+                        auth_type="oauth-m2m")
+        kwargs = {k: v for k, v in wh.connect_kwargs(**FAST).items() if k != "access_token"}
+        with sql.connect(**kwargs, credentials_provider=lambda: oauth_service_principal(config)
+                         ) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 7 AS seven")
+            assert cur.fetchall()[0].seven == 7
+        # Config() reads both documents; oauth_service_principal() reads the second again
+        assert [(d["path"], d["status"]) for d in wh.stats.discovery_requests] == [
+            ("/.well-known/databricks-config", 200),
+            ("/oidc/.well-known/oauth-authorization-server", 200),
+            ("/oidc/.well-known/oauth-authorization-server", 200)]
+        assert [(t["client_id"], t["auth"], t["grant_type"], t["scope"], t["status"])
+                for t in wh.stats.token_requests] == [
+            ("sp", "basic", "client_credentials", "all-apis", 200)]
+        assert {status for _, status in thrift_requests(wh)} == {200}
+
+        refused = Config(host=wh.url, client_id="sp", client_secret="nope", auth_type="oauth-m2m")
+        with pytest.raises(ValueError, match=r"^invalid_client: Client authentication failed$"):
+            refused.authenticate()
+        wh.faults.token_error(503)
+        with pytest.raises(ValueError, match="Service Unavailable"):
+            Config(host=wh.url, client_id="sp", client_secret="sp-secret",
+                   auth_type="oauth-m2m").authenticate()
+        assert [t["status"] for t in wh.stats.token_requests][1:] == [401, 503]
+    finally:
+        wh.stop()
 
 
 def test_json_state_and_faults_endpoints(wh):

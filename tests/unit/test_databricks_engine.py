@@ -1,33 +1,33 @@
-"""Databricks engine without a warehouse: configuration from the environment, error
-classification with the connector's own exception classes, the OAuth M2M client against
-a local token endpoint, and the statement's cancel protocol on a fake cursor. The same
-engine against the warehouse stand-in, through real workers, is
-tests/integration/test_databricks.py."""
+"""Databricks engine without Celery: configuration from the environment, error
+classification with the connector's own exception classes, the statement's cancel
+protocol on a fake cursor, and credentials through the Databricks SDK against the
+warehouse stand-in in this process (the real connector and the real SDK). The same
+engine through real workers is tests/integration/test_databricks.py."""
 from __future__ import annotations
 
-import base64
-import json
+import logging
+import os
 import re
-import ssl
+import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
-from urllib.parse import parse_qs
 
 import pytest
 import urllib3
 from databricks.sql import exc as dbexc
 from databricks.sql.backend.types import CommandState
 
+from support.fakes.warehouse import start_warehouse
 from tasks.engines import databricks as dbx
 from tasks.engines.databricks import (
-    ClientCredentials,
+    CredentialsError,
     DatabricksEngine,
-    OAuthError,
+    SdkCredentials,
     StatementCancelled,
     parse_session_conf,
 )
+from tasks.engines.databricks.auth import trust_ssl_cert_file_in_requests
+from tasks.engines.databricks.config import SDK_CREDENTIAL_SETTINGS, SECRET_SETTINGS
 from tasks.errors import EngineNotConfigured, EngineUnavailable, QueryError, TaskTimeout
 
 ENV = {"DATABRICKS_SERVER_HOSTNAME": "adb-1.azuredatabricks.net",
@@ -57,6 +57,59 @@ def test_no_credentials_names_both_ways_to_give_them():
     assert "DATABRICKS_TOKEN" not in str(raised.value)
     with pytest.raises(EngineNotConfigured, match="either DATABRICKS_TOKEN or"):
         DatabricksEngine(environ={**ENV, "DATABRICKS_CLIENT_ID": "sp"}).connect_args()
+    with pytest.raises(EngineNotConfigured,
+                       match="either DATABRICKS_TOKEN or DATABRICKS_AUTH_TYPE=azure-client"):
+        DatabricksEngine(environ={**ENV, "DATABRICKS_AUTH_TYPE": "azure-client-secret"}
+                         ).connect_args()
+    with pytest.raises(EngineNotConfigured,
+                       match="set DATABRICKS_CLIENT_ID, DATABRICKS_CLIENT_SECRET in"):
+        DatabricksEngine(environ={**env, "DATABRICKS_AUTH_TYPE": "oauth-m2m"}).connect_args()
+    pat = DatabricksEngine(environ={**ENV, "DATABRICKS_AUTH_TYPE": "pat"}).connect_args()
+    assert pat["access_token"] == "dapi-secret"
+
+
+def test_a_token_is_sent_as_it_is_and_ignores_the_sdks_settings():
+    """DATABRICKS_TOKEN works as before the SDK came: the connector's access_token."""
+    args = DatabricksEngine(environ={**ENV, "ARM_CLIENT_ID": "x", "ARM_CLIENT_SECRET": "y",
+                                     "DATABRICKS_CONFIG_PROFILE": "ci"}).connect_args()
+    assert args["access_token"] == "dapi-secret" and "credentials_provider" not in args
+
+
+def test_the_sdks_own_settings_choose_its_unified_authentication():
+    env = {k: v for k, v in ENV.items() if k != "DATABRICKS_TOKEN"}
+    for extra in ({"DATABRICKS_AUTH_TYPE": "azure-client-secret"},
+                  {"DATABRICKS_CONFIG_PROFILE": "ci"},
+                  {"ARM_CLIENT_ID": "app", "ARM_CLIENT_SECRET": "azure-secret",
+                   "ARM_TENANT_ID": "tenant"}):
+        engine = DatabricksEngine(environ={**env, **extra})
+        provider = engine.connect_args()["credentials_provider"]
+        assert isinstance(provider, SdkCredentials)
+        assert provider.host == "https://adb-1.azuredatabricks.net"
+        assert "azure-secret" not in repr(provider) + repr(engine.config()) + repr(engine.key())
+    names = DatabricksEngine(environ={**env, "DATABRICKS_AUTH_TYPE": "azure-client-secret",
+                                      "ARM_CLIENT_ID": "app", "ARM_CLIENT_SECRET": "s",
+                                      "ARM_TENANT_ID": "t"}).config().credential_names
+    assert names == ("the Databricks SDK's settings (DATABRICKS_AUTH_TYPE=azure-client-secret, "
+                     "ARM_CLIENT_ID, ARM_CLIENT_SECRET, ARM_TENANT_ID)")
+    # a client id with an auth type of the SDK's that needs no secret (e.g. github-oidc)
+    github = DatabricksEngine(environ={**env, "DATABRICKS_CLIENT_ID": "sp",
+                                       "DATABRICKS_AUTH_TYPE": "github-oidc"})
+    assert github.connect_args()["credentials_provider"].auth_type() == "github-oidc"
+
+
+def test_the_sdks_credential_settings_are_the_installed_sdks():
+    """config.SDK_CREDENTIAL_SETTINGS lists what the SDK counts as credentials (besides
+    DATABRICKS_TOKEN/CLIENT_ID/CLIENT_SECRET), SECRET_SETTINGS what it masks: an SDK
+    upgrade that adds one fails here first (the engine's key would miss it)."""
+    from databricks.sdk.config import Config
+
+    attributes = [a for a in Config.attributes() if a.env]
+    credentials = {name for a in attributes if a.auth for name in (a.env, *a.env_aliases)}
+    assert credentials - {"DATABRICKS_TOKEN", "DATABRICKS_CLIENT_ID",
+                          "DATABRICKS_CLIENT_SECRET"} == set(SDK_CREDENTIAL_SETTINGS)
+    assert {a.env for a in attributes if a.sensitive} == set(SECRET_SETTINGS)
+    assert {"DATABRICKS_AUTH_TYPE", "DATABRICKS_CONFIG_PROFILE", "DATABRICKS_CONFIG_FILE",
+            "ARM_ENVIRONMENT"} <= {a.env for a in attributes}
 
 
 def test_connect_args_come_from_the_environment():
@@ -120,11 +173,11 @@ def test_oauth_settings_give_a_credentials_provider_not_a_token():
     args = engine.connect_args()
     assert "access_token" not in args
     provider = args["credentials_provider"]
-    assert isinstance(provider, ClientCredentials) and provider.auth_type() == "oauth-m2m"
-    assert provider.token_url == "https://adb-1.azuredatabricks.net:8443/oidc/v1/token"
-    assert provider.client_id == "sp-client"
+    assert isinstance(provider, SdkCredentials) and provider.auth_type() == "oauth-m2m"
+    assert provider.host == "https://adb-1.azuredatabricks.net:8443"
+    assert "sp-client" in provider.label
     assert engine.connect_args()["credentials_provider"] is provider  # one token per process
-    assert "dose-secret" not in repr(engine.config()) and "dose-secret" not in repr(engine.key())
+    assert "dose-secret" not in repr(engine.config()) + repr(engine.key()) + repr(provider)
 
 
 def test_key_names_the_session_settings_not_the_secrets():
@@ -136,6 +189,14 @@ def test_key_names_the_session_settings_not_the_secrets():
     assert oauth != key and "dose-secret" not in repr(oauth)
     assert DatabricksEngine(environ={**OAUTH_ENV, "DATABRICKS_CLIENT_SECRET": "x"}).key() != oauth
     assert DatabricksEngine(environ={"DATABRICKS_SESSION_CONF": "garbage"}).key()  # no error yet
+    # the SDK's settings count too, never in clear
+    azure = {k: v for k, v in ENV.items() if k != "DATABRICKS_TOKEN"}
+    azure.update(ARM_CLIENT_ID="app", ARM_CLIENT_SECRET="azure-secret", ARM_TENANT_ID="t")
+    azure_key = DatabricksEngine(environ=azure).key()
+    assert azure_key != key and "azure-secret" not in repr(azure_key)
+    for name, value in (("ARM_CLIENT_SECRET", "other"), ("DATABRICKS_AUTH_TYPE", "azure-cli"),
+                        ("DATABRICKS_CONFIG_PROFILE", "ci"), ("ARM_ENVIRONMENT", "china")):
+        assert DatabricksEngine(environ={**azure, name: value}).key() != azure_key, name
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -228,18 +289,25 @@ def test_refused_credentials_name_what_to_check():
     assert "DATABRICKS_HTTP_PATH" in str(not_found)
 
 
-def test_oauth_endpoint_errors():
+def test_credentials_errors():
     engine = DatabricksEngine(environ=OAUTH_ENV)
-    refused = OAuthError("the OAuth token endpoint refused client sp-client: HTTP 401 "
-                         "invalid_client", status=401)
+    refused = CredentialsError("the Databricks SDK gave no credentials for https://x "
+                               "(oauth-m2m, client sp-client): invalid_client: Client "
+                               "authentication failed", refused=True)
     # as the connector surfaces it: the header factory raised inside its request
     error = engine.classify(dbexc.RequestError("Error during request to server", {}, None, refused))
     assert type(error) is EngineNotConfigured
     assert "invalid_client" in str(error) and "DATABRICKS_CLIENT_SECRET" in str(error)
-    down = OAuthError("no OAuth token from https://x/oidc/v1/token: Connection refused")
+    down = CredentialsError("the Databricks SDK gave no credentials for https://x: Connection "
+                            "refused", refused=False)
     assert type(engine.classify(dbexc.RequestError("x", {}, None, down))) is EngineUnavailable
-    busy = OAuthError("refused: HTTP 429", status=429)
-    assert type(engine.classify(busy)) is EngineUnavailable
+    assert type(engine.classify(CredentialsError("busy", refused=False))) is EngineUnavailable
+    sdk = DatabricksEngine(environ={**{k: v for k, v in ENV.items() if k != "DATABRICKS_TOKEN"},
+                                    "DATABRICKS_AUTH_TYPE": "azure-client-secret"})
+    unusable = sdk.classify(CredentialsError("cannot configure default credentials",
+                                             refused=True))
+    assert type(unusable) is EngineNotConfigured
+    assert "DATABRICKS_AUTH_TYPE=azure-client-secret" in str(unusable)
 
 
 def test_sessions_kept_after_a_judged_statement_and_stale_ones_told_apart():
@@ -433,85 +501,137 @@ def test_an_sql_error_while_polling_surfaces_as_the_connectors():
         session_on(cursor).execute("SELECT 1", None)
 
 
-# --- OAuth M2M against a local token endpoint ------------------------------------------
-class TokenEndpoint(BaseHTTPRequestHandler):
-    requests: ClassVar[list] = []
-    answer = (200, {"access_token": "tok-1", "token_type": "Bearer", "expires_in": 3600})
+# --- credentials through the Databricks SDK, against the warehouse stand-in -----------------
+CLIENT, SECRET = "sp-turbo", "dose-3c1f9e"
 
-    def do_POST(self):  # http.server's name for it
-        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-        type(self).requests.append({"authorization": self.headers.get("Authorization"),
-                                    "form": parse_qs(body), "path": self.path})
-        status, data = type(self).answer
-        payload = json.dumps(data).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
 
-    def log_message(self, *args):
-        pass
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    wh = start_warehouse(tmp_path_factory.mktemp("standin"), oauth_clients={CLIENT: SECRET})
+    yield wh
+    wh.stop()
 
 
 @pytest.fixture
-def token_endpoint():
-    TokenEndpoint.requests = []
-    TokenEndpoint.answer = (200, {"access_token": "tok-1", "token_type": "Bearer",
-                                  "expires_in": 3600})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), TokenEndpoint)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/oidc/v1/token"
-    server.shutdown()
-    server.server_close()
+def wh(standin, monkeypatch):
+    """The stand-in, its counters reset; this process trusts its CA as a worker would:
+    SSL_CERT_FILE only (the engine hands it to the SDK's requests)."""
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.setenv(name, "unset")  # so that monkeypatch puts back what was there
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SSL_CERT_FILE", str(standin.ca_file))
+    standin.faults.clear()
+    standin.stats.reset()
+    return standin
 
 
-def test_client_credentials_grant_with_basic_auth_and_a_cached_token(token_endpoint):
-    credentials = ClientCredentials(token_endpoint, "sp-client", "dose-secret")
-    headers = credentials()  # the connector calls the provider once, then the factory
-    assert headers() == {"Authorization": "Bearer tok-1"}
-    assert headers() == {"Authorization": "Bearer tok-1"}
-    assert len(TokenEndpoint.requests) == 1 and credentials.fetched == 1
-    sent = TokenEndpoint.requests[0]
-    assert sent["path"] == "/oidc/v1/token"
-    assert sent["form"] == {"grant_type": ["client_credentials"], "scope": ["all-apis"]}
-    assert base64.b64decode(sent["authorization"][6:]) == b"sp-client:dose-secret"
+def oauth_engine(wh, secret=SECRET, **env):
+    environ = {k: v for k, v in wh.env().items() if k != "DATABRICKS_TOKEN"}
+    return DatabricksEngine(environ={**environ, "DATABRICKS_CLIENT_ID": CLIENT,
+                                     "DATABRICKS_CLIENT_SECRET": secret, **env})
 
 
-def test_a_token_is_renewed_a_minute_before_it_expires(token_endpoint):
-    TokenEndpoint.answer = (200, {"access_token": "short", "expires_in": 30})
-    credentials = ClientCredentials(token_endpoint, "sp-client", "dose-secret")
-    credentials.token()
-    credentials.token()
-    assert credentials.fetched == 2  # 30 s left is less than the minute kept in hand
+def select_one(engine) -> list:
+    session = engine.open()
+    try:
+        _, batches = session.execute("SELECT 1 AS one", None)
+        return [row for batch in batches for row in batch.to_pylist()]
+    finally:
+        session.close()
 
 
-def test_a_refused_client_is_an_oauth_error_without_the_secret(token_endpoint):
-    TokenEndpoint.answer = (401, {"error": "invalid_client",
-                                  "error_description": "Client authentication failed"})
-    with pytest.raises(OAuthError) as raised:
-        ClientCredentials(token_endpoint, "sp-client", "dose-secret").token()
-    assert raised.value.status == 401 and raised.value.refused
-    assert "invalid_client Client authentication failed" in str(raised.value)
-    assert "sp-client" in str(raised.value) and "dose-secret" not in str(raised.value)
+def test_oauth_m2m_through_the_sdk_one_token_for_every_session(wh, caplog):
+    caplog.set_level(logging.DEBUG)
+    engine = oauth_engine(wh)
+    for _ in range(3):  # three sessions (connections) of one engine
+        assert select_one(engine) == [{"one": 1}]
+    assert [(t["client_id"], t["auth"], t["grant_type"], t["scope"], t["status"])
+            for t in wh.stats.token_requests] == [
+        (CLIENT, "basic", "client_credentials", "all-apis", 200)]
+    assert [d["path"] for d in wh.stats.discovery_requests] == [
+        "/.well-known/databricks-config", "/oidc/.well-known/oauth-authorization-server"]
+    assert wh.stats.open_session == 3
+    assert {r["status"] for r in wh.stats.requests} == {200}
+    # the connector trusts SSL_CERT_FILE; the SDK's requests was handed the same file
+    assert os.environ["REQUESTS_CA_BUNDLE"] == str(wh.ca_file)
+    assert SECRET not in caplog.text
 
 
-def test_an_unreachable_endpoint_is_not_a_refusal():
-    with pytest.raises(OAuthError) as raised:
-        ClientCredentials("http://127.0.0.1:9/oidc/v1/token", "sp", "s", timeout=2).token()
-    assert raised.value.status is None and not raised.value.refused
+def test_a_refused_client_is_not_configured_without_a_retry(wh, caplog):
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(EngineNotConfigured) as raised:
+        oauth_engine(wh, secret="dose-wrong-1").open()
+    message = str(raised.value)
+    assert re.search(r"invalid_client.*check DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET",
+                     message), message
+    assert CLIENT in message and "dose-wrong-1" not in message
+    assert [t["status"] for t in wh.stats.token_requests] == [401]  # asked once
+    assert wh.stats.requests == []  # no Thrift request went out without a token
+    assert "dose-wrong-1" not in caplog.text
 
 
-def test_tls_of_the_token_endpoint_uses_the_default_trust(monkeypatch):
-    seen = {}
+def test_a_failing_token_endpoint_is_unavailable_and_the_next_attempt_gets_one(wh):
+    engine = oauth_engine(wh)
+    for status, error in ((503, None), (503, "temporarily_unavailable"), (500, "server_error")):
+        wh.faults.token_error(status, error=error)
+        with pytest.raises(EngineUnavailable, match="the Databricks SDK gave no credentials"):
+            engine.open()
+    assert select_one(engine) == [{"one": 1}]
+    assert [t["status"] for t in wh.stats.token_requests] == [503, 503, 500, 200]
 
-    def fake_urlopen(request, timeout, context):
-        seen["context"] = context
-        raise OSError("no network in unit tests")
 
-    monkeypatch.setattr(dbx.urllib.request, "urlopen", fake_urlopen)
-    with pytest.raises(OAuthError):
-        ClientCredentials("https://adb-1.net/oidc/v1/token", "sp", "s").token()
-    assert isinstance(seen["context"], ssl.SSLContext)
-    assert seen["context"].verify_mode == ssl.CERT_REQUIRED
+def test_an_unreachable_token_endpoint_is_unavailable(tmp_path, monkeypatch):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    wh = start_warehouse(tmp_path, oauth_clients={CLIENT: SECRET},
+                         token_endpoint=f"https://127.0.0.1:{port}/oidc/v1/token")
+    try:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(wh.ca_file))
+        monkeypatch.setenv("SSL_CERT_FILE", str(wh.ca_file))
+        started = time.monotonic()
+        with pytest.raises(EngineUnavailable, match="Connection refused") as raised:
+            oauth_engine(wh).open()
+        assert time.monotonic() - started < 10
+        assert SECRET not in str(raised.value)
+        assert wh.stats.requests == []
+    finally:
+        wh.stop()
+
+
+def test_a_workspace_certificate_the_sdk_does_not_trust_is_unavailable(wh, monkeypatch):
+    import certifi
+
+    from tasks.engines.databricks import auth
+
+    monkeypatch.setattr(auth, "SDK_TIMEOUT_S", 1)  # the SDK retries TLS errors that long
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", certifi.where())  # chosen: not the stand-in's CA
+    with pytest.raises(EngineUnavailable, match="REQUESTS_CA_BUNDLE or SSL_CERT_FILE"):
+        oauth_engine(wh).open()
+    assert os.environ["REQUESTS_CA_BUNDLE"] == certifi.where()  # left as chosen
+    assert wh.stats.token_requests == [] and wh.stats.requests == []
+
+
+def test_settings_the_sdk_cannot_use_are_not_configured(wh, monkeypatch):
+    for name in ("ARM_CLIENT_ID", "ARM_CLIENT_SECRET", "ARM_TENANT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    environ = {k: v for k, v in wh.env().items() if k != "DATABRICKS_TOKEN"}
+    engine = DatabricksEngine(environ={**environ,
+                                       "DATABRICKS_AUTH_TYPE": "azure-client-secret"})
+    with pytest.raises(EngineNotConfigured, match="DATABRICKS_AUTH_TYPE=azure-client-secret"):
+        engine.open()
+    assert wh.stats.token_requests == [] and wh.stats.requests == []
+
+
+def test_ssl_cert_file_goes_to_requests_unless_it_has_a_bundle():
+    environ = {"SSL_CERT_FILE": "/etc/ca.pem"}
+    trust_ssl_cert_file_in_requests(environ)
+    assert environ["REQUESTS_CA_BUNDLE"] == "/etc/ca.pem"
+    for chosen in ({"REQUESTS_CA_BUNDLE": "/mine.pem"}, {"CURL_CA_BUNDLE": "/mine.pem"}):
+        environ = {"SSL_CERT_FILE": "/etc/ca.pem", **chosen}
+        trust_ssl_cert_file_in_requests(environ)
+        assert environ == {"SSL_CERT_FILE": "/etc/ca.pem", **chosen}  # theirs is kept
+    environ = {}
+    trust_ssl_cert_file_in_requests(environ)
+    assert environ == {}  # certifi's bundle, as requests does by itself

@@ -54,10 +54,15 @@ CancelOperation (interrupts DuckDB), CloseOperation. A DuckDB error is an ERROR_
 ``CAST_INVALID_INPUT`` 22018, ...); DuckDB's own text is the ``diagnosticInfo``.
 Auth on every Thrift request: ``Authorization: Bearer <token>``; a wrong token answers 403,
 none 401 (``missing_token_status``), both with ``x-databricks-reason-phrase``.
-OAuth M2M (``oauth_clients={client_id: secret}``): ``POST /oidc/v1/token`` with
-``grant_type=client_credentials`` and the client's id and secret (HTTP Basic, or
-``client_id``/``client_secret`` in the form) answers a JWT access token
-(``{"access_token", "token_type": "Bearer", "expires_in", "scope"}``; its ``iss`` is
+OAuth M2M (``oauth_clients={client_id: secret}``), as a workspace serves it to the
+Databricks SDK: ``GET /.well-known/databricks-config`` (the host's metadata:
+``oidc_endpoint`` ``<url>/oidc``, ``workspace_id``, ``account_id``), then
+``GET /oidc/.well-known/oauth-authorization-server`` (RFC 8414: ``issuer``,
+``token_endpoint`` ``<url>/oidc/v1/token`` or the ``token_endpoint`` option,
+``authorization_endpoint``, ``jwks_uri``, ...), both without credentials; then
+``POST /oidc/v1/token`` with ``grant_type=client_credentials`` and the client's id and
+secret (HTTP Basic, or ``client_id``/``client_secret`` in the form) answers a JWT access
+token (``{"access_token", "token_type": "Bearer", "expires_in", "scope"}``; its ``iss`` is
 ``<url>/oidc``, as a workspace's); a wrong secret answers 401 ``invalid_client``. Such a
 token is then accepted on Thrift requests like ``token`` until it expires
 (``token_ttl`` s). ``wh.oauth_env(client_id)`` is the worker environment for it.
@@ -76,6 +81,7 @@ Observing and breaking it
 ``warehouse_starting(seconds, methods=("OpenSession", "ExecuteStatement"))``,
 ``delay(seconds, method="OpenSession", count=1)`` (hold a request before acting on it),
 ``drop_connection(count=1, method="ExecuteStatement", after_processing=True)``,
+``token_error(status=503, count=1, error=None)`` (the OAuth token endpoint fails),
 ``forget_sessions(session_id=None)``, ``clear()``. Over HTTPS, without the token:
 ``GET /_standin/state``, ``POST /_standin/faults`` (``{"action": "slow", "seconds": 3}`` or
 a list of such), ``POST /_standin/reset``; ``remote_state`` / ``remote_fault`` call them.
@@ -129,6 +135,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -168,7 +175,8 @@ class WarehouseServer:
                  warehouse_id: str | None = None, status_wait: float = 1.0,
                  page_rows: int = 100_000, lz4: bool = True, threads: int = 1,
                  missing_token_status: int = 401, setup_sql: str | None = None,
-                 oauth_clients: dict[str, str] | None = None, token_ttl: float = 3600) -> None:
+                 oauth_clients: dict[str, str] | None = None, token_ttl: float = 3600,
+                 token_endpoint: str | None = None) -> None:
         self.hostname = "127.0.0.1"
         self.token = token or "dapi" + secrets.token_hex(16)
         self.warehouse_id = warehouse_id or secrets.token_hex(8)
@@ -176,6 +184,9 @@ class WarehouseServer:
         self.missing_token_status = missing_token_status
         self.oauth_clients = dict(oauth_clients or {})
         self.token_ttl = token_ttl
+        self.token_endpoint = token_endpoint  # what discovery names (None: its own)
+        self.workspace_id = str(secrets.randbelow(10**15) + 10**15)
+        self.account_id = str(uuid.uuid4())
         self._issued: dict[str, float] = {}  # OAuth access token -> expiry (time.time())
         self._jwt_key = secrets.token_hex(32)
         self._lock = threading.Lock()
@@ -248,10 +259,14 @@ class WarehouseServer:
 
     def oauth_env(self, client_id: str) -> dict[str, str]:
         """``env()`` for OAuth M2M: ``DATABRICKS_CLIENT_ID``/``DATABRICKS_CLIENT_SECRET``
-        (one of ``oauth_clients``) instead of ``DATABRICKS_TOKEN``."""
+        (one of ``oauth_clients``) instead of ``DATABRICKS_TOKEN``. The Databricks SDK
+        (``requests``) trusts ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, not
+        ``SSL_CERT_FILE``: both are emptied here (a machine may set them to its own
+        bundle), so the worker has ``SSL_CERT_FILE`` alone, which the engine hands on."""
         env = {k: v for k, v in self.env().items() if k != "DATABRICKS_TOKEN"}
         return {**env, "DATABRICKS_CLIENT_ID": client_id,
-                "DATABRICKS_CLIENT_SECRET": self.oauth_clients[client_id]}
+                "DATABRICKS_CLIENT_SECRET": self.oauth_clients[client_id],
+                "REQUESTS_CA_BUNDLE": "", "CURL_CA_BUNDLE": ""}
 
     def state(self) -> dict:
         return {"warehouse": {"url": self.url, "hostname": self.hostname, "port": self.port,
@@ -322,6 +337,15 @@ class WarehouseServer:
         entry = {"client_id": client_id, "auth": how, "grant_type": form.get("grant_type"),
                  "scope": form.get("scope"), "status": None}
         self.stats.record("token_requests", entry)
+        fault = self.faults.take_token_error()
+        if fault is not None:
+            entry["status"] = fault.status
+            if fault.error:
+                handler.reply_json(fault.status, {"error": fault.error,
+                                                  "error_description": "armed by the test"})
+            else:
+                handler.reply(fault.status, b"Service Unavailable", "text/plain")
+            return
         if form.get("grant_type") != "client_credentials":
             entry["status"] = 400
             handler.reply_json(400, {"error": "unsupported_grant_type"})
@@ -343,6 +367,24 @@ class WarehouseServer:
         handler.reply_json(200, {"access_token": token, "token_type": "Bearer",
                                  "expires_in": int(self.token_ttl),
                                  "scope": form.get("scope") or "all-apis"})
+
+    def discovery(self, path: str) -> dict | None:
+        """The discovery document at ``path`` that a workspace serves, if any."""
+        oidc = f"{self.url}/oidc"
+        if path == "/.well-known/databricks-config":
+            return {"oidc_endpoint": oidc, "workspace_id": self.workspace_id,
+                    "account_id": self.account_id}
+        if path == "/oidc/.well-known/oauth-authorization-server":
+            return {"issuer": oidc, "authorization_endpoint": f"{oidc}/v1/authorize",
+                    "token_endpoint": self.token_endpoint or f"{oidc}/v1/token",
+                    "jwks_uri": f"{oidc}/v1/keys", "response_types_supported": ["code"],
+                    "grant_types_supported": ["client_credentials", "authorization_code",
+                                              "refresh_token"],
+                    "token_endpoint_auth_methods_supported": ["client_secret_basic",
+                                                              "client_secret_post"],
+                    "code_challenge_methods_supported": ["S256"],
+                    "scopes_supported": ["all-apis", "sql", "offline_access"]}
+        return None
 
     def _process(self, body: bytes) -> bytes:
         itrans, otrans = TTransport.TMemoryBuffer(body), TTransport.TMemoryBuffer()
@@ -458,7 +500,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
-        if path == "/_standin/state":
+        document = self.server.owner.discovery(path)
+        if document is not None:
+            self.server.owner.stats.record("discovery_requests", {"path": path, "status": 200})
+            self.reply_json(200, document)
+        elif path == "/_standin/state":
             self.reply_json(200, self.server.owner.state())
         elif path.startswith("/api/2.0/connector-service/feature-flags/"):
             self.reply_json(200, {"flags": [], "ttl_seconds": 900})

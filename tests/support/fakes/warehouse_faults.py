@@ -56,6 +56,13 @@ class DelayRule:
 
 
 @dataclass
+class TokenFault:
+    status: int
+    remaining: int
+    error: str | None = None         # an OAuth error code: a JSON body; None: a text body
+
+
+@dataclass
 class Starting:
     until: float
     methods: tuple[str, ...] = ("OpenSession", "ExecuteStatement")
@@ -75,6 +82,7 @@ class Faults:
         self.drops: list[DropFault] = []
         self.slow_rules: list[SlowRule] = []
         self.delays: list[DelayRule] = []
+        self.token_errors: list[TokenFault] = []
         self.starting: Starting | None = None
 
     # ---- arming (also the JSON actions) ---------------------------------------------
@@ -118,6 +126,14 @@ class Faults:
         with self._lock:
             self.drops.append(DropFault(int(count), method, bool(after_processing)))
 
+    def token_error(self, status: int = 503, count: int = 1, error: str | None = None) -> None:
+        """Answer the next ``count`` requests to the OAuth token endpoint with HTTP
+        ``status``: a JSON ``{"error": error, ...}`` (an OAuth error code such as
+        ``invalid_client`` or ``temporarily_unavailable``), or a text body when ``error``
+        is None (what a proxy or a failing server sends)."""
+        with self._lock:
+            self.token_errors.append(TokenFault(int(status), int(count), error))
+
     def forget_sessions(self, session_id: str | None = None) -> list[str]:
         """Forget one session (hex id as ``connection.get_session_id_hex()``) or all, with
         their operations, as a warehouse restart does: the next request using them gets
@@ -132,10 +148,11 @@ class Faults:
             self.drops.clear()
             self.slow_rules.clear()
             self.delays.clear()
+            self.token_errors.clear()
             self.starting = None
 
     ACTIONS = ("slow", "delay", "http_error", "warehouse_starting", "drop_connection",
-               "forget_sessions", "clear")
+               "token_error", "forget_sessions", "clear")
 
     def apply(self, spec: dict):
         """Run one JSON action: ``{"action": "http_error", "status": 429, "count": 2}``."""
@@ -154,7 +171,9 @@ class Faults:
             return {"http": [asdict(f) for f in self.http],
                     "drops": [asdict(f) for f in self.drops],
                     "slow": [asdict(r) for r in self.slow_rules],
-                    "delays": [asdict(d) for d in self.delays], "starting": starting}
+                    "delays": [asdict(d) for d in self.delays],
+                    "token_errors": [asdict(f) for f in self.token_errors],
+                    "starting": starting}
 
     # ---- consumption (server side) --------------------------------------------------
     def take_http(self, method: str | None) -> tuple[int, dict[str, str]] | None:
@@ -178,6 +197,15 @@ class Faults:
                     if fault.message:
                         headers["x-thriftserver-error-message"] = fault.message
                     return fault.status, headers
+        return None
+
+    def take_token_error(self) -> TokenFault | None:
+        with self._lock:
+            for fault in self.token_errors:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self.token_errors.remove(fault)
+                return fault
         return None
 
     def take_drop(self, method: str | None) -> DropFault | None:
@@ -230,7 +258,9 @@ class Stats:
     conf_overlay, run_async, cloud_fetch (the client may download results), final state.
     ``session_configs``: one dict per OpenSession: configuration, catalog, schema, client
     protocol. ``token_requests``: one dict per POST to the OAuth token endpoint: client id,
-    how the client authenticated, grant type, scope, HTTP status.
+    how the client authenticated, grant type, scope, HTTP status. ``discovery_requests``:
+    one dict per GET of a discovery document (``/.well-known/databricks-config``,
+    ``/oidc/.well-known/oauth-authorization-server``): path, HTTP status.
     """
 
     calls: Counter = field(default_factory=Counter)
@@ -241,6 +271,7 @@ class Stats:
     conf_overlays: list = field(default_factory=list)
     session_configs: list = field(default_factory=list)
     token_requests: list = field(default_factory=list)
+    discovery_requests: list = field(default_factory=list)
     live: Callable[[], tuple[list, list]] | None = field(default=None, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -282,7 +313,7 @@ class Stats:
         with self.lock:
             self.calls.clear()
             for name in ("requests", "user_agents", "statements", "executions", "conf_overlays",
-                         "session_configs", "token_requests"):
+                         "session_configs", "token_requests", "discovery_requests"):
                 getattr(self, name).clear()
 
     def snapshot(self) -> dict:
@@ -296,6 +327,7 @@ class Stats:
                 "conf_overlays": list(self.conf_overlays),
                 "session_configs": list(self.session_configs),
                 "token_requests": list(self.token_requests),
+                "discovery_requests": list(self.discovery_requests),
             }
         data["open_sessions"] = self.open_sessions
         data["running_operations"] = self.running_operations
