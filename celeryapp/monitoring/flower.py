@@ -39,7 +39,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from celeryapp.config import Settings
-from celeryapp.core.processes import stop_group
+from celeryapp.core.processes import term_leader_then_kill_group
 from celeryapp.core.redaction import format_flower_task
 from celeryapp.core.urls import is_redis
 
@@ -355,7 +355,7 @@ class FlowerProcess:
 
     def stop(self, timeout: float = 15.0) -> None:
         """TERM (Flower saves its state on a clean stop), then KILL the group."""
-        stop_group(self.process, timeout)
+        term_leader_then_kill_group(self.process, timeout)
 
 
 if __name__ == "__main__":
