@@ -23,7 +23,7 @@ from celeryapp.core.names import AGENT_TASK
 from celeryapp.worker import running
 
 from .agents import runner
-from .agents.profiles import get_profile
+from .agents.request import AgentRequest
 from .agents.sandbox import Caps
 from .agents.slots import HostSlots
 from .base import TurboTask, check_retries
@@ -154,13 +154,14 @@ def run_agent(self, prompt: str, profile: str = DEFAULT_PROFILE, *, cwd: str | N
     options = {"model": model, "max_turns": max_turns, "allowed_tools": allowed_tools,
                "permission_mode": permission_mode, "append_system_prompt": append_system_prompt,
                "resume": resume, "keep_session": keep_session, "keep_workdir": keep_workdir}
-    options = check_request(prompt, profile, options, settings.agent_max_prompt_bytes)
-    chosen = get_profile(profile)
     # The Celery soft limit is timeout + grace and also covers the slot wait and
     # the kill grace: keep both well inside that grace.
     grace = min(KILL_GRACE_MAX_S, settings.time_limit_grace / 3)
-    caps = Caps.from_settings(settings, kill_grace=grace)
-    caps.check(options, cwd)
+    # the worker side's one check, whoever sent the message (delay(), turbo, send_task)
+    request = AgentRequest.checked(profile, prompt, options, cwd=cwd,
+                                   caps=Caps.from_settings(settings, kill_grace=grace),
+                                   prompt_limit=settings.agent_max_prompt_bytes)
+    chosen = request.profile
     first, left = self.budget(timeout)
     spent = self.spent()
     slots = HostSlots(settings.agent_slots_dir / settings.host, settings.agent_slots)
@@ -172,10 +173,8 @@ def run_agent(self, prompt: str, profile: str = DEFAULT_PROFILE, *, cwd: str | N
                               f"before this attempt", spent)
         with slots.acquire(min(SLOT_WAIT_S, left, grace), note=f"task {self.request.id}",
                            stop=stop):
-            result = runner.run(chosen.name, prompt, options,
-                                executable=getattr(settings, chosen.setting),
-                                timeout=left, caps=caps, cwd=cwd,
-                                on_spawn=_note_pid, stop=stop)
+            result = runner.run(request, executable=getattr(settings, chosen.setting),
+                                timeout=left, on_spawn=_note_pid, stop=stop)
     except SlotsBusy as exc:
         self.requeue_for_slot(exc)
     except SoftTimeLimitExceeded as exc:
