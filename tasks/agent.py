@@ -23,11 +23,11 @@ from celeryapp.core.names import AGENT_TASK
 from celeryapp.worker import running
 
 from .agents import runner
-from .agents.profiles import get_profile
+from .agents.request import AgentRequest
 from .agents.sandbox import Caps
 from .agents.slots import HostSlots
 from .base import TurboTask, check_retries
-from .errors import SlotsBusy, TaskTimeout, TransientError, TurboError
+from .errors import SlotsBusy, TransientError, TurboError
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,9 @@ SLOT_WAIT_LIMIT_FACTOR = 4   # give up after 4 x TURBO_AGENT_MAX_TIMEOUT of wait
 KILL_GRACE_MAX_S = 5.0
 SLOT_WAITS = "turbo_slot_waits"
 SLOT_WAIT_SINCE = "turbo_slot_wait_since"
-# what earlier attempts of the same run spent (the caller's budget covers them all)
-FIRST_STARTED = "turbo_agent_first_started"
+# what earlier attempts of the same run spent (reported with the last one)
 API_CALLS = "turbo_agent_api_calls"
 COST = "turbo_agent_cost_usd"
-MIN_ATTEMPT_S = 5.0  # a retry with less of the timeout left (or 1/4 of it) is not started
 
 
 class AgentTask(TurboTask):
@@ -60,16 +58,6 @@ class AgentTask(TurboTask):
         check_retries(kw.get("retries"))
         return super().apply_async(args, kwargs, **options)
 
-    def budget(self, timeout: float) -> tuple[float, float]:
-        """(when the first attempt started, seconds left of ``timeout``): the caller's
-        timeout covers every attempt and the waits between them."""
-        headers = self.request.headers or {}
-        try:
-            first = float(headers.get(FIRST_STARTED) or 0) or time.time()
-        except (TypeError, ValueError):
-            first = time.time()
-        return first, timeout - (time.time() - first)
-
     def spent(self, this: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Attempts, API calls and cost of this run so far, earlier attempts included."""
         headers, this = self.request.headers or {}, this or {}
@@ -78,28 +66,11 @@ class AgentTask(TurboTask):
         return {"attempts": self.request.retries + 1, "api_calls_total": calls,
                 "cost_usd_total": round(cost, 6)}
 
-    def retry_within(self, exc: TransientError, retries: int | None, first: float, timeout: float,
-                     spent: dict):
-        """Retry ``exc`` with backoff if another attempt fits in the caller's timeout;
-        else raise it, stating the attempts and API calls it took."""
-        settings = get_settings()
-        retries = settings.max_retries if retries is None else retries
-        attempt = self.request.retries
-        countdown = backoff.pause(attempt, settings.retry_backoff, settings.retry_backoff_max)
-        left = timeout - (time.time() - first) - countdown
-        if attempt >= retries or left < min(MIN_ATTEMPT_S, timeout / 4):
-            why = (f"{retries} retries spent" if attempt >= retries else
-                   f"another attempt would not fit in the timeout of {timeout:g}s")
-            exc.add_details(**spent, gave_up=why)
-            raise type(exc)(f"{exc.message}\n(gave up after {spent['attempts']} attempts and "
-                            f"{spent['api_calls_total']} API calls in {time.time() - first:.1f}s: "
-                            f"{why})", exc.details) from None
-        log.info("%s[%s] %s, retry %d/%d in %.2fs (%.0fs of the timeout left)",
-                 self.name, self.request.id, type(exc).__name__, attempt + 1, retries,
-                 countdown, left)
-        headers = {**(self.request.headers or {}), FIRST_STARTED: first,
-                   API_CALLS: spent["api_calls_total"], COST: spent["cost_usd_total"]}
-        raise self.retry(exc=exc, countdown=countdown, max_retries=retries, headers=headers)
+    def spent_text(self, spent: Mapping[str, Any]) -> str:
+        return f"{spent['attempts']} attempts and {spent['api_calls_total']} API calls"
+
+    def carried(self, spent: Mapping[str, Any]) -> dict[str, Any]:
+        return {API_CALLS: spent["api_calls_total"], COST: spent["cost_usd_total"]}
 
     def requeue_for_slot(self, exc: SlotsBusy):
         """Send this request again later without counting a retry; raise Retry."""
@@ -154,28 +125,24 @@ def run_agent(self, prompt: str, profile: str = DEFAULT_PROFILE, *, cwd: str | N
     options = {"model": model, "max_turns": max_turns, "allowed_tools": allowed_tools,
                "permission_mode": permission_mode, "append_system_prompt": append_system_prompt,
                "resume": resume, "keep_session": keep_session, "keep_workdir": keep_workdir}
-    options = check_request(prompt, profile, options, settings.agent_max_prompt_bytes)
-    chosen = get_profile(profile)
     # The Celery soft limit is timeout + grace and also covers the slot wait and
     # the kill grace: keep both well inside that grace.
     grace = min(KILL_GRACE_MAX_S, settings.time_limit_grace / 3)
-    caps = Caps.from_settings(settings, kill_grace=grace)
-    caps.check(options, cwd)
-    first, left = self.budget(timeout)
-    spent = self.spent()
+    # the worker side's one check, whoever sent the message (delay(), turbo, send_task)
+    request = AgentRequest.checked(profile, prompt, options, cwd=cwd,
+                                   caps=Caps.from_settings(settings, kill_grace=grace),
+                                   prompt_limit=settings.agent_max_prompt_bytes)
+    chosen = request.profile
+    budget = self.budget(timeout)
     slots = HostSlots(settings.agent_slots_dir / settings.host, settings.agent_slots)
     # threads pool: a revoke sets this event (no signal reaches a thread); prefork: unused
     stop = running.stop_event()
     try:
-        if self.request.retries and left < min(MIN_ATTEMPT_S, timeout / 4):
-            raise TaskTimeout(f"{chosen.name} agent run: its timeout of {timeout:g}s was spent "
-                              f"before this attempt", spent)
+        left = self.attempt_timeout(budget, f"{chosen.name} agent run")
         with slots.acquire(min(SLOT_WAIT_S, left, grace), note=f"task {self.request.id}",
                            stop=stop):
-            result = runner.run(chosen.name, prompt, options,
-                                executable=getattr(settings, chosen.setting),
-                                timeout=left, caps=caps, cwd=cwd,
-                                on_spawn=_note_pid, stop=stop)
+            result = runner.run(request, executable=getattr(settings, chosen.setting),
+                                timeout=left, on_spawn=_note_pid, stop=stop)
     except SlotsBusy as exc:
         self.requeue_for_slot(exc)
     except SoftTimeLimitExceeded as exc:
@@ -185,7 +152,7 @@ def run_agent(self, prompt: str, profile: str = DEFAULT_PROFILE, *, cwd: str | N
         spent = self.spent(exc.details)
         exc.add_details(**spent, host=settings.host, task_id=self.request.id)
         if isinstance(exc, TransientError):
-            self.retry_within(exc, retries, first, timeout, spent)
+            self.retry_within(exc, retries, budget, spent)
         raise
     spent = self.spent(result)
     result.update(spent, task_id=self.request.id, worker=self.request.hostname,

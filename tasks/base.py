@@ -1,12 +1,15 @@
 """The Celery base task: per-call timeouts become time limits, names become priorities,
 queries and agent runs are routed to the worker that suits them, transient errors are
-retried with backoff and jitter, permanent ones fail at once, and a stop on request
-(revoke with terminate, cancel_task, a workflow's cancel) keeps the REVOKED state on
-prefork (signals) and threads pools (the task's stop event) alike."""
+retried with backoff and jitter within the caller's timeout (one budget for the whole
+call, :mod:`tasks.budget`), permanent ones fail at once, and a stop on request (revoke
+with terminate, cancel_task, a workflow's cancel) keeps the REVOKED state on prefork
+(signals) and threads pools (the task's stop event) alike."""
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from celery.exceptions import Ignore
 
@@ -18,6 +21,7 @@ from celeryapp.worker import running
 from celeryapp.worker.delivery import CheckedTask
 
 from . import deadline
+from .budget import Budget
 from .deadline import Cancelled
 from .errors import InvalidRequest, TaskTimeout, TransientError
 
@@ -93,20 +97,56 @@ class TurboTask(CheckedTask):
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
 
-    # --- worker side ------------------------------------------------------------
-    def retry_transient(self, exc: TransientError, retries: int | None):
-        """Retry ``exc`` with exponential backoff and jitter, or raise it when spent."""
+    # --- worker side: the caller's timeout covers the whole call ------------------------
+    def budget(self, timeout: float) -> Budget:
+        """This call's budget: ``timeout`` from when its first attempt started (a retry's
+        message carries that)."""
+        return Budget.of_attempt(timeout, self.request.headers)
+
+    def attempt_timeout(self, budget: Budget, what: str) -> float:
+        """This attempt's deadline in seconds: what was left of ``budget`` when it started.
+        A retry that finds less than a minimal attempt left (its message waited, or came
+        back after a worker died) is not started: TaskTimeout."""
+        if self.request.retries and budget.at_start < budget.min_attempt:
+            raise TaskTimeout(f"{what}: its timeout of {budget.timeout:g}s was spent before "
+                              f"this attempt", self.spent())
+        return budget.at_start
+
+    def spent(self, this: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """What the call took so far, earlier attempts included (``this``: the current
+        attempt's result or error details); goes into the details of its error."""
+        return {"attempts": self.request.retries + 1}
+
+    def spent_text(self, spent: Mapping[str, Any]) -> str:
+        return f"{spent['attempts']} attempts"
+
+    def carried(self, spent: Mapping[str, Any]) -> dict[str, Any]:
+        """Headers a retry carries for the next attempt's :meth:`spent` (none here)."""
+        return {}
+
+    def retry_within(self, exc: TransientError, retries: int | None, budget: Budget,
+                     spent: Mapping[str, Any] | None = None):
+        """Retry ``exc`` with exponential backoff and jitter if retries remain and the
+        pause plus a minimal attempt fit in what is left of the caller's timeout; else
+        raise it, saying after how many attempts and how long it gave up, and why."""
         settings = get_settings()
-        budget = settings.max_retries if retries is None else retries
+        retries = settings.max_retries if retries is None else retries
         attempt = self.request.retries
-        if attempt >= budget:
-            log.warning("%s[%s] giving up after %d attempts: %s",
-                        self.name, self.request.id, attempt + 1, exc)
-            raise exc
+        spent = self.spent(exc.details) if spent is None else spent
         countdown = backoff.pause(attempt, settings.retry_backoff, settings.retry_backoff_max)
-        log.info("%s[%s] transient error, retry %d/%d in %.2fs: %s",
-                 self.name, self.request.id, attempt + 1, budget, countdown, exc)
-        raise self.retry(exc=exc, countdown=countdown, max_retries=budget)
+        if attempt >= retries or not budget.fits(countdown):
+            why = (f"{retries} retries spent" if attempt >= retries else
+                   f"another attempt would not fit in the timeout of {budget.timeout:g}s")
+            log.warning("%s[%s] giving up after %s: %s: %s", self.name, self.request.id,
+                        self.spent_text(spent), why, exc)
+            exc.add_details(**spent, gave_up=why)
+            raise type(exc)(f"{exc.message}\n(gave up after {self.spent_text(spent)} in "
+                            f"{budget.elapsed():.1f}s: {why})", exc.details) from None
+        log.info("%s[%s] transient error, retry %d/%d in %.2fs (%.0fs of the timeout left): "
+                 "%s: %s", self.name, self.request.id, attempt + 1, retries, countdown,
+                 budget.left() - countdown, type(exc).__name__, exc)
+        headers = {**(self.request.headers or {}), **budget.headers(), **self.carried(spent)}
+        raise self.retry(exc=exc, countdown=countdown, max_retries=retries, headers=headers)
 
     def cancelled(self, what: str, started: float) -> Exception:
         """What to raise once a stop on request (threads pool: the task's stop event)

@@ -24,8 +24,12 @@ def run_query(self, sql: str, params=None, engine: str | None = None, *,
               max_inline_rows: int | None = None) -> dict:
     """Run ``sql`` with bound ``params`` and return columns, rows and timing.
 
-    Results past ``max_inline_rows`` go to Parquet under TURBO_RESULTS_DIR; the
-    result then carries ``parquet_path`` and a preview instead of every row.
+    ``timeout`` covers the whole call: every attempt (each gets what is left of it as
+    its deadline) and the pauses between them. Transient errors (EngineUnavailable)
+    are retried with backoff up to ``retries`` (default TURBO_MAX_RETRIES) while the
+    timeout allows. Results past ``max_inline_rows`` go to Parquet under
+    TURBO_RESULTS_DIR; the result then carries ``parquet_path`` and a preview instead
+    of every row.
     """
     settings = get_settings()
     retries = check_retries(retries)
@@ -34,16 +38,18 @@ def run_query(self, sql: str, params=None, engine: str | None = None, *,
     chosen = get_engine(engine or settings.default_engine, settings,
                         processes=pool_processes())
     spill_path = Path(settings.results_dir) / f"{self.request.id}.parquet"
+    budget = self.budget(timeout)
+    left = self.attempt_timeout(budget, f"{chosen.name} query")
     started = time.monotonic()
     try:
-        result = sql_runner.execute(chosen, sql, params, timeout=timeout,
-                             max_inline_rows=inline, preview_rows=settings.preview_rows,
-                             spill_path=spill_path, on_start=running.on_session,
-                             task_id=self.request.id)
+        result = sql_runner.execute(chosen, sql, params, timeout=left,
+                                    max_inline_rows=inline, preview_rows=settings.preview_rows,
+                                    spill_path=spill_path, on_start=running.on_session,
+                                    task_id=self.request.id)
     except SoftTimeLimitExceeded as exc:
         raise self.stopped(f"{chosen.name} query", started) from exc
     except TransientError as exc:
-        self.retry_transient(exc, retries)
+        self.retry_within(exc, retries, budget)
     result.update(task_id=self.request.id, worker=self.request.hostname,
                   attempts=self.request.retries + 1)
     if result.get("parquet_path"):

@@ -2,11 +2,12 @@
 
 Everything the statement needs happens in the deadline's work thread, connecting
 included: a session from the pool (or a new one, with the engine's own retries), the
-statement, its result, and the session back to the pool or closed. So the call's
-``timeout`` covers the whole of it, and a timeout or a stop (revoke, cancel) at any
-moment - connecting, submitting, running, fetching - cancels the statement at the
-engine and closes its session; a connection that is still being opened when the
-deadline passes is closed the moment it is open, never kept.
+statement, its result, and the session back to the pool or closed. So ``timeout`` (this
+attempt's deadline: what the task has left of the caller's timeout, :mod:`tasks.budget`)
+covers the whole of it, and a timeout or a stop (revoke, cancel) at any moment -
+connecting, submitting, running, fetching - cancels the statement at the engine and
+closes its session; a connection that is still being opened when the deadline passes is
+closed the moment it is open, never kept.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """What a caller may ask of an agent run, checked at the door (``delay()`` and ``turbo``).
 
 One table per agent profile: the options it takes and what each value must be.
-The worker checks the same table again, and then its operator's caps
-(``tasks.agents.sandbox``); these checks are only the shape of a request, so a
+The worker checks the same table again, once, with its operator's caps
+(``tasks.agents.request``); these checks are only the shape of a request, so a
 bad one is refused before it travels through Redis. Standard library only (the
 ``turbo`` shell path imports it).
 """

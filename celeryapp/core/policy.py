@@ -80,8 +80,10 @@ def priority_value(priority: str | int | None, default: str = DEFAULT_PRIORITY) 
 
 
 def check_timeout(timeout, limits: Limits, label: str = "timeout", where: str = "") -> float:
-    """The runner's deadline in seconds: the default, or a positive number within the
-    maximum. ``label``/``where`` name the option in the error (``--timeout``, " for a query")."""
+    """The call's timeout in seconds - the caller's budget for the whole call, every
+    attempt and the pauses between retries included: the default, or a positive number
+    within the maximum. ``label``/``where`` name the option in the error (``--timeout``,
+    " for a query")."""
     if timeout is None:
         return limits.default_timeout
     if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
@@ -141,7 +143,8 @@ def check_query(args, kwargs, limits: Limits) -> None:
 
 
 def time_limits(timeout: float, grace: float) -> tuple[float, float]:
-    """(soft, hard) Celery limits behind a runner deadline of ``timeout`` seconds."""
+    """(soft, hard) Celery limits of each message of a call with ``timeout`` seconds (an
+    attempt's own deadline is what is left of that, never more)."""
     soft = timeout + grace
     return soft, soft + grace
 
@@ -215,8 +218,10 @@ def call_options(kwargs: dict | None, options: dict, limits: Limits, *,
     """(task kwargs, Celery options) for one call, checked; raises :class:`InvalidRequest`.
 
     Routing options given among the task's kwargs (``priority``, ``queue``, ``host``,
-    ``notify``) move to the options; ``timeout`` stays for the runner's own deadline
-    and sets the soft (timeout + grace) and hard (soft + grace) Celery limits.
+    ``notify``) move to the options; ``timeout`` stays for the task (its budget for the
+    whole call, retries included: each attempt's runner gets what is left as its
+    deadline) and sets the soft (timeout + grace) and hard (soft + grace) Celery limits of
+    each message, the backstop of every attempt.
     With ``task`` (its name), a call without an explicit destination (``queue``,
     ``exchange``/``routing_key``) is routed by :func:`route`: a query's engine
     (``args``/``kwargs``, else ``default_engine``) picks ``queries`` or ``warehouse``,
@@ -255,7 +260,7 @@ def call_options(kwargs: dict | None, options: dict, limits: Limits, *,
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
     check_args_size(args, kwargs, limits.max_args_bytes)
-    # the runner's own deadline comes first, then Celery's soft and hard limits
+    # the runner's own deadline (what is left of timeout) comes first, then Celery's limits
     soft, hard = time_limits(timeout, limits.grace)
     options.setdefault("soft_time_limit", soft)
     options.setdefault("time_limit", hard)

@@ -7,8 +7,10 @@ import signal
 import subprocess
 
 
-def stop_group(process: subprocess.Popen | None, timeout: float) -> None:
-    """TERM a process started with ``start_new_session``, wait, then KILL its group."""
+def term_leader_then_kill_group(process: subprocess.Popen | None, timeout: float) -> None:
+    """TERM the leader of a process started with ``start_new_session`` (a worker's or
+    Flower's warm shutdown), wait up to ``timeout``, then KILL its whole group.
+    (:func:`tasks.agents.supervisor.term_group_then_kill` TERMs the whole group.)"""
     if not process:
         return
     if process.poll() is None:

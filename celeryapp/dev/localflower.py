@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from celeryapp.core.processes import stop_group
+from celeryapp.core.processes import term_leader_then_kill_group
 from celeryapp.monitoring.flower import events_subscribed
 
 
@@ -123,4 +123,4 @@ class FlowerProcess:
 
     def stop(self, timeout: float = 15.0) -> None:
         """TERM (Flower saves its state on a clean stop), then KILL the group."""
-        stop_group(self.process, timeout)
+        term_leader_then_kill_group(self.process, timeout)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from celeryapp.core.names import QUEUES
-from celeryapp.core.processes import stop_group
+from celeryapp.core.processes import term_leader_then_kill_group
 
 
 @dataclass
@@ -94,4 +94,4 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Warm shutdown (TERM), then KILL the whole process group if it lingers."""
-        stop_group(self.process, timeout)
+        term_leader_then_kill_group(self.process, timeout)

@@ -46,8 +46,8 @@ class Command:
 
 def _common_options(timeout_env: str) -> list[Opt]:
     return [
-        Opt("--timeout", "number", f"seconds before the run is stopped (default {timeout_env})",
-            "S"),
+        Opt("--timeout", "number", f"seconds the whole call may take, retries included "
+                                   f"(default {timeout_env})", "S"),
         Opt("--retries", "int", "retries on transient errors (default TURBO_MAX_RETRIES)", "N"),
         Opt("--priority", "str", PRIORITY_HELP, "P"),
     ]

@@ -177,6 +177,24 @@ def test_rate_limit_past_the_budget_fails(shared_worker, celery_app, tmp_path):
     assert celery_app.backend.get_task_meta(async_result.id)["retries"] == 1
 
 
+def test_rate_limit_retries_that_would_outlast_the_timeout_are_not_made(shared_worker,
+                                                                      celery_app, tmp_path):
+    """``timeout`` covers every attempt: a rate limit that stays ends the run within it
+    (plus slack), not after 50 retries, and the error says why it gave up."""
+    started = time.monotonic()
+    async_result = run_agent.delay(f"[fake:rate-limit-until=999 state={tmp_path / 'calls'}]",
+                                   retries=50, timeout=4)
+    with pytest.raises(AgentRateLimited) as raised:
+        async_result.get(timeout=WAIT)
+    assert time.monotonic() - started < 4 + 15
+    details = raised.value.details
+    assert 2 <= details["attempts"] < 51
+    assert details["gave_up"] == "another attempt would not fit in the timeout of 4s"
+    assert (f"(gave up after {details['attempts']} attempts and "
+            f"{details['api_calls_total']} API calls in ") in str(raised.value)
+    assert celery_app.backend.get_task_meta(async_result.id)["retries"] == details["attempts"] - 1
+
+
 def test_overloaded_is_a_rate_limit(shared_worker):
     with pytest.raises(AgentRateLimited, match="529"):
         run_agent.delay("[fake:overloaded]", retries=0).get(timeout=WAIT)

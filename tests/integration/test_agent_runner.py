@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from celeryapp.core.agent_options import CLAUDE_PERMISSION_MODES
-from support.helpers import gone, wait_for
-from tasks.agents import runner
+from support.helpers import gone, run_checked, wait_for
+from tasks.agents.request import AgentRequest
 from tasks.agents.sandbox import Caps
 from tasks.agents.slots import HostSlots
 from tasks.errors import (
@@ -48,7 +48,7 @@ def run(caps):
         options = {name: kwargs.pop(name) for name in OPTIONS if name in kwargs}
         kwargs.setdefault("executable", FAKE)
         kwargs["caps"] = kwargs.pop("with_caps", caps)
-        return runner.run("claude", prompt, options, timeout=timeout, **kwargs)
+        return run_checked("claude", prompt, options, timeout=timeout, **kwargs)
     return run
 
 
@@ -149,7 +149,7 @@ def test_the_agent_sees_an_allowlisted_environment(run):
 ])
 def test_bad_requests_are_refused(caps, profile, prompt, options, needle):
     with pytest.raises(InvalidRequest) as caught:
-        runner.run(profile, prompt, options, executable=FAKE, timeout=5, caps=caps)
+        AgentRequest.checked(profile, prompt, options, caps=caps, prompt_limit=None)
     assert needle in str(caught.value)
 
 

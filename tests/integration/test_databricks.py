@@ -293,13 +293,26 @@ def test_429_with_time_to_spare_is_retried_by_the_connector_once(wh, shared):
 
 
 def test_warehouse_starting_succeeds_after_project_retries(wh, shared):
-    wh.faults.warehouse_starting(3)
+    """The timeout covers every attempt: a warehouse up after 1.5 s is within 4.9 s (short
+    of the connector's 5 s floor, so the project retries)."""
+    wh.faults.warehouse_starting(1.5)
     started = time.monotonic()
-    result = query(shared, "SELECT 'up' AS state", timeout=4, retries=20)
+    result = query(shared, "SELECT 'up' AS state", timeout=4.9, retries=20)
     assert result.get(timeout=WAIT)["rows"] == [["up"]]
     took = time.monotonic() - started
     assert result.get()["attempts"] >= 2
-    assert 2.5 < took < 10, took
+    assert 1.4 < took < 4.9 + 10, took
+
+
+def test_503_twice_is_retried_within_the_timeout(wh, shared, celery_app):
+    """Transient errors retried within the call's timeout end in its result."""
+    wh.faults.http_error(503, count=2, method="ExecuteStatement", retry_after=1)
+    started = time.monotonic()
+    result = query(shared, "SELECT 44 AS answer", timeout=5, retries=3)
+    assert result.get(timeout=WAIT)["rows"] == [[44]]
+    assert time.monotonic() - started < 5 + 10
+    assert result.get()["attempts"] == 3 and retries_of(celery_app, result) == 2
+    assert thrift_requests(wh, "ExecuteStatement") == [503, 503, 200]
 
 
 def test_a_persistent_503_ends_in_bounded_time_leaving_nothing_open(own, celery_app):
@@ -309,10 +322,30 @@ def test_a_persistent_503_ends_in_bounded_time_leaving_nothing_open(own, celery_
     result = query(worker, "SELECT 1", timeout=5, retries=2)
     with pytest.raises((EngineUnavailable, TaskTimeout)):
         result.get(timeout=WAIT)
-    assert time.monotonic() - started < 3 * 5 + 5  # three attempts, each within its timeout
+    assert time.monotonic() - started < 5 + 10  # three attempts within the one timeout
     assert retries_of(celery_app, result) == 2
     assert wh.stats.execute_statement == 0  # never reached the warehouse
     assert wh.stats.open_session == wh.stats.close_session == 3
+    assert_nothing_left_at_the_warehouse(wh)
+
+
+def test_retries_that_would_outlast_the_timeout_are_not_made(own, celery_app):
+    """With the default backoff (2 s, doubling) a 503 that does not stop ends within the
+    call's 5 s, not after 4 attempts of 5 s each and the pauses between them (10-13 s
+    before): the retry that cannot fit is not made, and the error says so."""
+    wh, worker = own(env=lambda w: {**w.env(), "TURBO_RETRY_BACKOFF": "2",
+                                    "TURBO_RETRY_BACKOFF_MAX": "300"})
+    wh.faults.http_error(503, count=100_000, method="ExecuteStatement", retry_after=1)
+    started = time.monotonic()
+    result = query(worker, "SELECT 1", timeout=5, retries=20)
+    with pytest.raises(EngineUnavailable) as raised:
+        result.get(timeout=WAIT)
+    assert time.monotonic() - started < 5 + 10
+    message, details = str(raised.value), raised.value.details
+    assert "another attempt would not fit in the timeout of 5s" in message
+    assert f"gave up after {details['attempts']} attempts in " in message
+    assert 2 <= details["attempts"] < 21 and retries_of(celery_app, result) < 20
+    assert details["gave_up"] == "another attempt would not fit in the timeout of 5s"
     assert_nothing_left_at_the_warehouse(wh)
 
 

@@ -17,7 +17,7 @@ import pytest
 from support.agent_clis import cli_or_skip_reason
 from support.fakes.gemini_api import start_gemini_api
 from support.fakes.openai_api import start_openai_api
-from tasks.agents import runner
+from support.helpers import run_checked
 from tasks.agents.sandbox import Caps
 from tasks.errors import TurboError
 
@@ -36,8 +36,8 @@ def outcome(profile: str, executable: str, prompt: str, env: dict, caps: Caps) -
     # take a minute on a 429 (maxAttempts or not)
     options = {"model": "gemini-2.5-flash"} if profile == "gemini" else {}
     try:
-        result = runner.run(profile, prompt, options, executable=executable, timeout=90,
-                            caps=caps, env=env)
+        result = run_checked(profile, prompt, options, executable=executable, timeout=90,
+                             caps=caps, env=env)
         return {"class": "success", "exit_code": result["exit_code"],
                 "status": result["api_error_status"], "session": bool(result["session_id"]),
                 "answer": bool(result["result"])}

@@ -209,7 +209,7 @@ def test_commands_prefer_what_the_task_code_reported(tmp_path, monkeypatch):
     state = SimpleNamespace(consumer=SimpleNamespace(hostname="worker@hooks"))
     running.register("agent", "a1", worker="worker@hooks", profile="codex",
                      prompt=running.preview("do it"), pid=None)
-    running.note(pid=424242)  # what runner.run_process would report after Popen
+    running.note(pid=424242)  # what supervisor.run_process would report after Popen
     [agent] = commands.running_agents(state)
     assert agent["pid"] == 424242 and agent["profile"] == "codex" and agent["prompt"] == "do it"
     assert agent["worker_pid"] == os.getpid() and agent["task_id"] == "a1"

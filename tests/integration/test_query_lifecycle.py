@@ -84,9 +84,39 @@ def test_transient_error_past_the_budget_fails_with_the_engine_message(start_wor
     start_worker(queues=queue, concurrency=1, env={"TURBO_DUCKDB_PATH": str(path)})
     try:
         async_result = run_query.delay("SELECT 1", retries=2, queue=queue)
-        with pytest.raises(EngineUnavailable, match="Could not set lock"):
+        with pytest.raises(EngineUnavailable, match="Could not set lock") as raised:
             async_result.get(timeout=WAIT)
         assert celery_app.backend.get_task_meta(async_result.id)["retries"] == 2
+        assert "(gave up after 3 attempts in " in str(raised.value)
+        assert str(raised.value).endswith(": 2 retries spent)")
+        assert raised.value.details["attempts"] == 3
+        assert raised.value.details["gave_up"] == "2 retries spent"
+    finally:
+        holder.close()
+
+
+def test_retries_that_would_outlast_the_timeout_are_not_made(start_worker, base_dir,
+                                                             celery_app):
+    """``timeout`` covers the whole call: a lock that stays ends the call within it (plus
+    slack), not after 50 retries; the error says why it gave up."""
+    queue = unique_queue()
+    path = base_dir / f"locked-{queue}.duckdb"
+    holder = duckdb.connect(str(path))
+    start_worker(queues=queue, concurrency=1, env={
+        "TURBO_DUCKDB_PATH": str(path), "TURBO_RETRY_BACKOFF": "0.5",
+        "TURBO_RETRY_BACKOFF_MAX": "1"})
+    try:
+        started = time.monotonic()
+        async_result = run_query.delay("SELECT 1", retries=50, timeout=3, queue=queue)
+        with pytest.raises(EngineUnavailable, match="Could not set lock") as raised:
+            async_result.get(timeout=WAIT)
+        assert time.monotonic() - started < 3 + 15
+        attempts = raised.value.details["attempts"]
+        assert 2 <= attempts < 51
+        assert celery_app.backend.get_task_meta(async_result.id)["retries"] == attempts - 1
+        assert str(raised.value).endswith(
+            ": another attempt would not fit in the timeout of 3s)")
+        assert f"(gave up after {attempts} attempts in " in str(raised.value)
     finally:
         holder.close()
 

@@ -16,7 +16,7 @@ from celeryapp.dev.localredis import free_port
 from support.agent_clis import cli_or_skip_reason
 from support.fakes.gemini_api import start_gemini_api
 from support.fakes.openai_api import start_openai_api
-from tasks.agents import runner
+from support.helpers import run_checked
 from tasks.agents.sandbox import Caps
 from tasks.errors import AgentAuthError, AgentRateLimited, AgentUnavailable, InvalidRequest
 
@@ -59,9 +59,9 @@ def codex_home():
 @needs_codex
 def test_codex_answer_session_and_usage(caps, codex_home):
     with start_openai_api() as api:
-        result = runner.run("codex", "say hi [api:mode=ok]", {"permission_mode": "read-only"},
-                            executable=str(CODEX), timeout=60, caps=caps,
-                            env=codex_env(codex_home, api.url))
+        result = run_checked("codex", "say hi [api:mode=ok]", {"permission_mode": "read-only"},
+                             executable=str(CODEX), timeout=60, caps=caps,
+                             env=codex_env(codex_home, api.url))
     assert result["result"].startswith("standin answer: say hi")
     assert len(result["session_id"]) == 36 and result["num_turns"] == 1
     assert result["usage"]["input_tokens"] > 0 and result["usage"]["output_tokens"] > 0
@@ -73,11 +73,11 @@ def test_codex_answer_session_and_usage(caps, codex_home):
 def test_codex_keeps_and_resumes_a_session(caps, codex_home):
     with start_openai_api() as api:
         env = codex_env(codex_home, api.url)
-        first = runner.run("codex", "remember 7 [api:mode=ok]", {"keep_session": True},
-                           executable=str(CODEX), timeout=60, caps=caps, env=env)
+        first = run_checked("codex", "remember 7 [api:mode=ok]", {"keep_session": True},
+                            executable=str(CODEX), timeout=60, caps=caps, env=env)
         assert list((codex_home / ".codex" / "sessions").rglob("*.jsonl"))
-        again = runner.run("codex", "what was it [api:mode=ok]", {"resume": first["session_id"]},
-                           executable=str(CODEX), timeout=60, caps=caps, env=env)
+        again = run_checked("codex", "what was it [api:mode=ok]", {"resume": first["session_id"]},
+                            executable=str(CODEX), timeout=60, caps=caps, env=env)
     assert again["session_id"] == first["session_id"]
 
 
@@ -89,8 +89,8 @@ def test_codex_keeps_and_resumes_a_session(caps, codex_home):
 def test_codex_api_errors_are_classed(caps, codex_home, mode, error, status):
     with start_openai_api() as api:
         with pytest.raises(error) as raised:
-            runner.run("codex", f"hi [api:mode={mode}]", {}, executable=str(CODEX), timeout=60,
-                       caps=caps, env=codex_env(codex_home, api.url))
+            run_checked("codex", f"hi [api:mode={mode}]", {}, executable=str(CODEX), timeout=60,
+                        caps=caps, env=codex_env(codex_home, api.url))
     details = raised.value.details
     assert details["api_error_status"] == status and details["exit_code"] == 1
     assert details["session_id"]  # thread.started came first
@@ -101,7 +101,7 @@ def test_codex_without_network_fails_in_seconds(caps, codex_home):
     env = codex_env(codex_home, f"http://127.0.0.1:{free_port()}", stream_retries=0)
     started = time.monotonic()
     with pytest.raises(AgentUnavailable, match="Connection failed"):
-        runner.run("codex", "hi", {}, executable=str(CODEX), timeout=120, caps=caps, env=env)
+        run_checked("codex", "hi", {}, executable=str(CODEX), timeout=120, caps=caps, env=env)
     # without features.unbounded_connection_retries=false it waits forever
     assert time.monotonic() - started < 60
 
@@ -109,9 +109,9 @@ def test_codex_without_network_fails_in_seconds(caps, codex_home):
 @needs_codex
 def test_codex_refuses_what_the_operator_did_not_allow(caps, codex_home):
     with pytest.raises(InvalidRequest, match="TURBO_AGENT_PERMISSION_MODES"):
-        runner.run("codex", "hi", {"permission_mode": "danger-full-access"},
-                   executable=str(CODEX), timeout=60, caps=caps,
-                   env=codex_env(codex_home, "http://127.0.0.1:1"))
+        run_checked("codex", "hi", {"permission_mode": "danger-full-access"},
+                    executable=str(CODEX), timeout=60, caps=caps,
+                    env=codex_env(codex_home, "http://127.0.0.1:1"))
 
 
 # --- gemini --------------------------------------------------------------------------
@@ -129,9 +129,9 @@ def gemini_env(home: Path, url: str, max_attempts: int = 1) -> dict[str, str]:
 @needs_gemini
 def test_gemini_answer_in_an_untrusted_scratch_directory(caps, tmp_path):
     with start_gemini_api() as api:
-        result = runner.run("gemini", "say hi [api:mode=ok]", {"model": "gemini-2.5-flash"},
-                            executable=str(GEMINI), timeout=90, caps=caps,
-                            env=gemini_env(tmp_path / "home", api.url))
+        result = run_checked("gemini", "say hi [api:mode=ok]", {"model": "gemini-2.5-flash"},
+                             executable=str(GEMINI), timeout=90, caps=caps,
+                             env=gemini_env(tmp_path / "home", api.url))
     assert result["result"].startswith("standin answer: say hi")
     assert len(result["session_id"]) == 36 and result["api_calls"] == 1
     assert result["usage"]["models"]["gemini-2.5-flash"]["tokens"]["total"] > 0
@@ -145,9 +145,9 @@ def test_gemini_answer_in_an_untrusted_scratch_directory(caps, tmp_path):
 def test_gemini_errors_on_stderr_are_classed(caps, tmp_path, mode, error, status):
     with start_gemini_api() as api:
         with pytest.raises(error) as raised:
-            runner.run("gemini", f"hi [api:mode={mode}]", {"model": "gemini-2.5-flash"},
-                       executable=str(GEMINI), timeout=90, caps=caps,
-                       env=gemini_env(tmp_path / "home", api.url))
+            run_checked("gemini", f"hi [api:mode={mode}]", {"model": "gemini-2.5-flash"},
+                        executable=str(GEMINI), timeout=90, caps=caps,
+                        env=gemini_env(tmp_path / "home", api.url))
     details = raised.value.details
     assert details["api_error_status"] == status
     assert details["exit_code"] == status & 0xFF  # gemini exits with the HTTP code
@@ -157,7 +157,7 @@ def test_gemini_errors_on_stderr_are_classed(caps, tmp_path, mode, error, status
 def test_gemini_without_network_is_transient(caps, tmp_path):
     started = time.monotonic()
     with pytest.raises(AgentUnavailable, match="fetch failed"):
-        runner.run("gemini", "hi", {"model": "gemini-2.5-flash"}, executable=str(GEMINI),
-                   timeout=90, caps=caps,
-                   env=gemini_env(tmp_path / "home", f"http://127.0.0.1:{free_port()}"))
+        run_checked("gemini", "hi", {"model": "gemini-2.5-flash"}, executable=str(GEMINI),
+                    timeout=90, caps=caps,
+                    env=gemini_env(tmp_path / "home", f"http://127.0.0.1:{free_port()}"))
     assert time.monotonic() - started < 60

@@ -24,7 +24,7 @@ from celery.result import AsyncResult
 from celeryapp import flows
 from celeryapp.core.names import host_queue
 from celeryapp.dev.localworker import WorkerProcess
-from support.helpers import gone, unique_queue, wait_for
+from support.helpers import gone, run_checked, unique_queue, wait_for
 from tasks.agent import run_agent
 from tasks.errors import TaskTimeout
 from tasks.query import run_query
@@ -316,7 +316,6 @@ def test_run_with_deadline_stops_on_the_event_and_keeps_outcomes(tmp_path):
 def test_a_cli_that_cannot_start_is_not_found(tmp_path):
     """The CLI is started through ``setpriv --pdeathsig`` (no preexec_fn: vfork): an exec
     failure behind it is still AgentNotFound, as Popen's own error was."""
-    from tasks.agents import runner
     from tasks.agents.sandbox import Caps
     from tasks.errors import AgentNotFound
 
@@ -324,5 +323,5 @@ def test_a_cli_that_cannot_start_is_not_found(tmp_path):
     script.write_text("#!/nonexistent/interpreter\n")
     script.chmod(0o755)
     with pytest.raises(AgentNotFound, match="could not be started.*TURBO_CLAUDE_BIN"):
-        runner.run("claude", "hi", {}, executable=str(script), timeout=10,
-                   caps=Caps(scratch_dir=tmp_path / "runs"))
+        run_checked("claude", "hi", {}, executable=str(script), timeout=10,
+                    caps=Caps(scratch_dir=tmp_path / "runs"))

@@ -23,6 +23,17 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
+def run_checked(profile, prompt, options, *, caps, cwd=None, **kwargs) -> dict:
+    """``tasks.agents.runner.run`` (``executable``, ``timeout``, ...: ``kwargs``) on the
+    request as the worker checks it (``AgentRequest.checked``, without a prompt limit)."""
+    from tasks.agents import runner
+    from tasks.agents.request import AgentRequest
+
+    request = AgentRequest.checked(profile, prompt, options, caps=caps, cwd=cwd,
+                                   prompt_limit=None)
+    return runner.run(request, **kwargs)
+
+
 def gone(pid: int) -> bool:
     """Not running: no such process, or a zombie (PID 1 in a container may not reap)."""
     try:

@@ -1,5 +1,6 @@
 """What callers may ask of an agent run: the request shape (refused at the door by
-delay() and turbo), the worker operator's caps, the run's environment and room."""
+delay() and turbo), the worker operator's caps (and the worker's one check of both), the
+run's environment and room."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 
 from celeryapp.core.agent_options import check_request
 from tasks.agents.events import JsonLines
+from tasks.agents.request import AgentRequest
 from tasks.agents.sandbox import Caps, Room
 from tasks.errors import InvalidRequest
 
@@ -80,6 +82,26 @@ def test_operator_caps_refuse_modes_tools_and_directories(tmp_path):
         with pytest.raises(InvalidRequest) as caught:
             c.check(options, cwd)
         assert needle in str(caught.value), options
+
+
+def test_the_worker_checks_a_request_once_shape_limit_and_caps(tmp_path):
+    """The worker's one check (AgentRequest.checked): the shape, the prompt size limit
+    and the operator's caps, each with the error text the caller knows."""
+    c = caps(tmp_path, permission_modes=("plan",))
+    request = AgentRequest.checked("claude", "hi", {"permission_mode": "plan", "model": None},
+                                   caps=c, prompt_limit=100)
+    assert request.profile.name == "claude" and request.options == {"permission_mode": "plan"}
+    assert request.cwd is None and request.caps is c
+    for profile, prompt, options, cwd, needle in [
+        ("nope", "hi", {}, None, "unknown agent profile 'nope'"),
+        ("claude", "x" * 101, {}, None, "limit is 100 bytes (TURBO_AGENT_MAX_PROMPT_BYTES)"),
+        ("claude", "hi", {"permission_mode": "default"}, None, "TURBO_AGENT_PERMISSION_MODES"),
+        ("claude", "hi", {}, 42, "cwd must be an absolute path, got 42"),
+        ("claude", "hi", {}, str(tmp_path), "TURBO_AGENT_CWD_ROOTS"),
+    ]:
+        with pytest.raises(InvalidRequest) as caught:
+            AgentRequest.checked(profile, prompt, options, caps=c, cwd=cwd, prompt_limit=100)
+        assert needle in str(caught.value), needle
 
 
 def test_default_caps_allow_no_cwd_at_all(tmp_path):
