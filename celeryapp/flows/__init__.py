@@ -3,7 +3,7 @@
 :mod:`.spec` validates a workflow (YAML, JSON or a dict) before anything runs,
 :mod:`.engine` starts steps whose needs succeeded and records their outcomes,
 :mod:`.store` keeps each workflow's state in Redis (:mod:`.layout` the keys,
-:mod:`.scripts` the Lua transitions). Use from any process::
+``flows.lua`` the transitions, named replies in :mod:`.replies`). Use from any process::
 
     from celeryapp import flows
     flow_id = flows.submit("checkout.yaml")
@@ -14,11 +14,11 @@ The names below load on first use, so that the ``turbo`` shell can import
 """
 from __future__ import annotations
 
-_ENGINE = ("CANCELLED", "ENDED", "STALE", "STARTED", "TERMINAL", "cancel", "dispatch_ready",
+_ENGINE = ("TERMINAL", "cancel", "dispatch_ready",
            "flow_report", "get_state", "prepare", "repair", "settle", "step_failed",
            "step_revoked", "step_started", "step_succeeded", "submit", "summary_state", "wait")
 
-__all__ = ["FlowSpecError", "creation_command", *_ENGINE]
+__all__ = ["FlowSpecError", "Start", "StartReply", "creation_command", *_ENGINE]
 
 
 def __getattr__(name: str):
@@ -30,6 +30,10 @@ def __getattr__(name: str):
         from .layout import creation_command
 
         return creation_command
+    if name in ("Start", "StartReply"):
+        from . import replies
+
+        return getattr(replies, name)
     if name == "FlowSpecError":
         from .spec import FlowSpecError
 

@@ -4,9 +4,9 @@ Why not a canvas: Celery chords express series-parallel graphs only; for a DAG
 such as A->C, A->D, B->D a canvas makes some step wait for one it does not
 depend on. Here every step is an ordinary task carrying ``turbo_flow`` and
 ``turbo_step`` headers; when one ends, a worker hook (celeryapp.worker.hooks) runs one
-Lua script (:mod:`.scripts`) that records the outcome, decrements each child's
-pending-needs counter and claims the children that reached zero - Celery's Redis
-chord counter, generalised to any DAG. The claimed children are then published
+command of ``flows.lua`` (:class:`.store.FlowStore`) that records the outcome,
+decrements each child's pending-needs counter and claims the children that reached zero
+- Celery's Redis chord counter, generalised to any DAG. The claimed children are then published
 outside any lock (templates rendered only where a step has them, reading only the
 results they name). A failed step skips its descendants; independent branches run on.
 
@@ -42,6 +42,7 @@ from ..core.text import as_text
 from ..notices import notify_later, summary
 from ..submit import batch, registered
 from . import layout
+from .replies import Claimed, Conflict, StartReply
 from .spec import (
     FlowSpecError,
     StepSpec,
@@ -114,16 +115,15 @@ def wait(flow_id: str, timeout: float = 600, interval: float = 0.1) -> dict:
 
 
 def cancel(flow_id: str) -> dict:
-    """Stop a workflow: every step not yet ended is cancelled (one script); queued steps
+    """Stop a workflow: every step not yet ended is cancelled (one command); queued steps
     are revoked, running ones stopped at the source."""
     store = _store()
-    reply = store.run("cancel", flow_id, flow_id, time.time())
-    task_ids = [as_text(t) for t in reply[2:]]
-    if task_ids:
+    reply = store.cancel(flow_id, time.time())
+    if reply.task_ids:
         # SIGUSR1 raises SoftTimeLimitExceeded in the task: statement cancelled,
         # agent process group killed; queued ones are dropped by every worker.
-        _app().control.revoke(task_ids, terminate=True, signal="SIGUSR1")
-    if int(reply[0]) and as_text(reply[1]):
+        _app().control.revoke(list(reply.task_ids), terminate=True, signal="SIGUSR1")
+    if reply.applied:
         _send_notice(store, flow_id)
     state = get_state(flow_id)
     if state is None:
@@ -135,25 +135,19 @@ def dispatch_ready(flow_id: str) -> list[str]:
     """Claim and submit every pending step whose needs all succeeded; return their names.
     (The start of a workflow; O(steps), once.)"""
     store = _store()
-    reply = store.run("start", flow_id, flow_id, time.time())
-    return _after(store, flow_id, reply)
+    return _after(store, flow_id, store.start(flow_id, time.time()))
 
 
 # --- transitions (worker hooks, celeryapp.worker.hooks) ----------------------------------
-STARTED, STALE, ENDED, CANCELLED = 1, 0, 2, 3  # step_started's replies (or another tag)
-
-
 def step_started(flow_id: str, step_name: str, task_id: str, worker: str, attempt: int,
-                 tag: str = "", take_over: bool = False) -> int | str:
-    """Record that the message ``tag`` starts this attempt of the step. Replies STARTED,
-    STALE (not in flight under this task id: nothing changed), ENDED (the task's final
-    state is stored already), CANCELLED (the step was cancelled with its workflow) or the
-    tag of another message that started this attempt (a copy: see
-    celeryapp/worker/delivery.py; ``take_over`` once its holder is dead)."""
-    reply = _store().run("started", flow_id, step_name, task_id, time.time(), worker, attempt,
-                         tag, "1" if take_over else "",
-                         keys=[as_text(_app().backend.get_key_for_task(task_id))])
-    return reply if isinstance(reply, int) else as_text(reply)
+                 tag: str = "", take_over: bool = False) -> StartReply:
+    """Record that the message ``tag`` starts this attempt of the step; the reply says
+    whether it is to run (:class:`.replies.Start`: a copy of an attempt another message
+    started runs only once that message's holder is dead - celeryapp/worker/delivery.py -
+    and then again with ``take_over``)."""
+    result_key = as_text(_app().backend.get_key_for_task(task_id))
+    return _store().started(flow_id, step_name, task_id, time.time(), worker, attempt, tag,
+                            take_over, result_key=result_key)
 
 
 def step_succeeded(flow_id: str, step_name: str, task_id: str, result: Any,
@@ -172,11 +166,11 @@ def step_succeeded(flow_id: str, step_name: str, task_id: str, result: Any,
             _fail(store, flow_id, step_name, task_id,
                   f"its follow-up steps are invalid: {problem}")
             return
-    reply = store.run("succeeded", flow_id, flow_id, step_name, task_id, time.time(),
-                      json.dumps(summary(result), default=str), added)
-    if int(reply[0]) == 2:
+    reply = store.succeeded(flow_id, step_name, task_id, time.time(),
+                            json.dumps(summary(result), default=str), added)
+    if isinstance(reply, Conflict):
         _fail(store, flow_id, step_name, task_id, "its follow-up steps are invalid: added "
-              f"step(s) {as_text(reply[1])} already exist in the workflow")
+              f"step(s) {', '.join(reply.names)} already exist in the workflow")
         return
     _after(store, flow_id, reply)
 
@@ -187,9 +181,7 @@ def step_failed(flow_id: str, step_name: str, task_id: str, error: str) -> None:
 
 def step_revoked(flow_id: str, step_name: str, task_id: str) -> None:
     store = _store()
-    reply = store.run("failed", flow_id, flow_id, step_name, task_id, time.time(), "cancelled",
-                      "", "cancelled")
-    _after(store, flow_id, reply)
+    _after(store, flow_id, store.revoked(flow_id, step_name, task_id, time.time()))
 
 
 def settle(flow_id: str, step_name: str, task_id: str, meta: Mapping) -> bool:
@@ -289,36 +281,31 @@ def _age(date_done, now: float) -> float:
 
 # --- internals --------------------------------------------------------------------------
 def _fail(store: FlowStore, flow_id: str, step_name: str, task_id: str, error: str) -> None:
-    reply = store.run("failed", flow_id, flow_id, step_name, task_id, time.time(), "failed",
-                      error[:layout.MAX_ERROR], "failed")
-    _after(store, flow_id, reply)
+    _after(store, flow_id, store.failed(flow_id, step_name, task_id, time.time(), error))
 
 
-def _after(store: FlowStore, flow_id: str, reply) -> list[str]:
-    """Publish what a script claimed; send the notice when it ended the workflow."""
-    final = as_text(reply[1]) if len(reply) > 1 else ""
-    rest = [as_text(item) for item in reply[2:]]
-    claimed = list(zip(rest[::2], rest[1::2], strict=True))
-    if claimed:
-        _publish(store, flow_id, claimed)
-    if final:
+def _after(store: FlowStore, flow_id: str, reply: Claimed) -> list[str]:
+    """Publish what a transition claimed; send the notice when it ended the workflow."""
+    if reply.claimed:
+        _publish(store, flow_id, list(reply.claimed))
+    if reply.ended:
         _send_notice(store, flow_id)
-    return [name for name, _ in claimed]
+    return reply.names
 
 
 def _send_notice(store: FlowStore, flow_id: str) -> int:
-    """Send the workflow's notice if this caller is the one to (scripts.NOTICE: the first,
-    or the repair pass once a sender held it past TURBO_FLOW_DISPATCH_GRACE and died): at
-    least once. A failed send leaves it to the repair pass."""
+    """Send the workflow's notice if this caller is the one to (flows.lua ``notice``: the
+    first, or the repair pass once a sender held it past TURBO_FLOW_DISPATCH_GRACE and
+    died): at least once. A failed send leaves it to the repair pass."""
     grace = get_settings().flow_dispatch_grace
-    if not int(store.run("notice", flow_id, flow_id, time.time(), grace)):
+    if not store.notice(flow_id, time.time(), grace):
         return 0  # no notice asked for, or another caller sends it
     state = get_state(flow_id)
     sent = 0
     if state and state.get("notify"):
         notify_later("flow", flow_id, state["state"], flow_report(state), state["notify"])
         sent = 1
-    store.run("noticed", flow_id, flow_id)
+    store.noticed(flow_id)
     return sent
 
 

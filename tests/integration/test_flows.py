@@ -211,12 +211,10 @@ def test_get_state_and_summary_of_a_big_workflow_read_alike_in_the_shell(celery_
     flow_id, state = engine.prepare(spec)
     store = engine._store()
     store.create(flow_id, state)
-    reply = [item.decode() for item in store.run("start", flow_id, flow_id, time.time())[2:]]
-    claimed = list(zip(reply[::2], reply[1::2], strict=True))
+    claimed = list(store.start(flow_id, time.time()).claimed)
     assert len(claimed) == size
     for name, task_id in claimed[:3]:
-        store.run("failed", flow_id, flow_id, name, task_id, time.time(), "failed", "boom",
-                  "failed")
+        store.failed(flow_id, name, task_id, time.time(), "boom")
     started = time.perf_counter()
     whole = flows.get_state(flow_id)
     took = time.perf_counter() - started

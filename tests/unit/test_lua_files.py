@@ -3,6 +3,7 @@
 by hand) and ships in a wheel."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -19,10 +20,13 @@ LUA_FILES = sorted(path.relative_to(ROOT).as_posix()
 
 
 def test_the_scripts_the_code_names_are_there():
+    from celeryapp.flows import layout
     from celeryapp.overrides import backend, transport
 
-    assert {"celeryapp/overrides/store_result.lua", "celeryapp/overrides/record_unacked.lua",
+    assert {"celeryapp/flows/flows.lua", "celeryapp/overrides/store_result.lua",
+            "celeryapp/overrides/record_unacked.lua",
             "celeryapp/overrides/forget_unacked.lua"} <= set(LUA_FILES)
+    assert "elseif command == 'started' then" in layout.script()
     for name in (backend.STORE_SCRIPT, transport.RECORD_UNACKED, transport.FORGET_UNACKED):
         assert "redis.call" in lua.source("celeryapp.overrides", name)
 
@@ -38,6 +42,15 @@ def test_each_file_resolves_as_package_data_and_documents_itself(path):
     for word in ("KEYS", "ARGV", "Repl"):  # Reply, Replies
         assert word in header, (path, word)
     assert f"redis-cli --eval {path} " in header  # how to run it by hand
+
+
+def test_flows_lua_documents_each_of_its_commands():
+    text = (ROOT / "celeryapp/flows/flows.lua").read_text(encoding="utf-8")
+    defined = set(re.findall(r"^(?:if|elseif) command == '(\w+)' then$", text, re.M))
+    assert defined == {"create", "start", "started", "queued", "succeeded", "failed", "cancel",
+                       "notice", "noticed"}
+    for command in defined:
+        assert re.search(rf"^--   {command} ", text, re.M), command
 
 
 def test_a_wheel_carries_the_lua_files(tmp_path):
