@@ -58,7 +58,7 @@ def step_task_id(flow_id: str, step: str) -> str:
 
 
 def creation_args(flow_id: str, state: dict, expires: int) -> list:
-    """flows.lua ``create``'s own arguments for a prepared workflow (engine.prepare): its
+    """flows.lua ``create``'s own arguments for a prepared workflow (api.prepare): its
     meta fields, its steps and the keys' expiry."""
     steps = state["steps"]
     children: dict[str, list[str]] = {name: [] for name in steps}

@@ -82,7 +82,7 @@ class FlowStore:
                               lambda: script(keys, argv, client=self.client))
 
     def create(self, flow_id: str, state: dict) -> None:
-        """Store a prepared workflow (engine.prepare); ValueError if its id exists."""
+        """Store a prepared workflow (api.prepare); ValueError if its id exists."""
         argv = layout.creation_args(flow_id, state, self.expires)
         if not self._command("create", flow_id, *argv):
             raise ValueError(f"workflow {flow_id} exists already")

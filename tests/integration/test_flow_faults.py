@@ -40,12 +40,12 @@ def _snapshot(client, flow_id: str) -> dict:
 def test_transitions_are_idempotent_and_counters_fan_in(celery_app):
     """Each transition is one script checking the step's state and task id: repeated or
     stale events change nothing, the fan-in counter claims a step once."""
-    from celeryapp.flows import engine, layout
+    from celeryapp.flows import api, layout, runtime
     from celeryapp.flows.replies import Claimed, Start
 
-    store = engine._store()
+    store = runtime.store()
     client = store.client
-    flow_id, state = engine.prepare({"name": "idem", "steps": {
+    flow_id, state = api.prepare({"name": "idem", "steps": {
         "a": {"query": "SELECT 1"},
         "b": {"needs": ["a"], "query": "SELECT 2"},
         "c": {"needs": ["a"], "query": "SELECT 3"},
@@ -103,12 +103,12 @@ def test_a_step_start_names_its_message_and_refuses_a_copy(celery_app, broker_cl
     (the next attempt) and a take-over start. A task whose final state is stored does not."""
     from celeryapp.core import holders
     from celeryapp.core.names import FLOW_HEADER, STEP_HEADER
-    from celeryapp.flows import engine, layout
+    from celeryapp.flows import api, layout, runtime, transitions
     from celeryapp.flows.replies import Start
     from celeryapp.worker import delivery
 
-    store = engine._store()
-    flow_id, state = engine.prepare({"name": "copies", "steps": {"a": {"query": "SELECT 1"}}})
+    store = runtime.store()
+    flow_id, state = api.prepare({"name": "copies", "steps": {"a": {"query": "SELECT 1"}}})
     store.create(flow_id, state)
     store.forget(flow_id)  # not for the workers' repair pass (it would settle the end below)
     task_id = layout.step_task_id(flow_id, "a")
@@ -118,7 +118,7 @@ def test_a_step_start_names_its_message_and_refuses_a_copy(celery_app, broker_cl
         return reply.tag if reply.outcome is Start.COPY else reply.outcome
 
     def started(tag, attempt=1, take_over=False):
-        return seen(engine.step_started(flow_id, "a", task_id, "w@x", attempt, tag,
+        return seen(transitions.step_started(flow_id, "a", task_id, "w@x", attempt, tag,
                                              take_over))
 
     assert started("m1") is Start.STARTED
@@ -169,10 +169,10 @@ def test_a_notice_is_an_outbox_entry_sent_at_least_once(celery_app):
     the notice sent, a caller after the grace (the repair pass) sends it again; once sent,
     never again, and the workflow leaves the repair pass's set."""
     from celeryapp.core.names import FLOWS_RUNNING_KEY
-    from celeryapp.flows import engine, layout
+    from celeryapp.flows import api, layout, runtime
 
-    store = engine._store()
-    flow_id, state = engine.prepare({"name": "outbox", "steps": {"a": {"query": "SELECT 1"}}},
+    store = runtime.store()
+    flow_id, state = api.prepare({"name": "outbox", "steps": {"a": {"query": "SELECT 1"}}},
                                  notify={"webhook": "http://127.0.0.1:9/hook"})
     store.create(flow_id, state)
     # times from now: the workers' repair pass leaves a workflow that ended < 2 s ago alone
@@ -193,11 +193,11 @@ def test_a_notice_is_an_outbox_entry_sent_at_least_once(celery_app):
 
 
 def test_expansion_is_applied_atomically_and_refuses_existing_names(celery_app):
-    from celeryapp.flows import engine, layout
+    from celeryapp.flows import api, layout, runtime
     from celeryapp.flows.replies import Conflict
 
-    store = engine._store()
-    flow_id, state = engine.prepare({"name": "grow", "steps": {
+    store = runtime.store()
+    flow_id, state = api.prepare({"name": "grow", "steps": {
         "a": {"query": "SELECT 1"}, "bad": {"query": "SELECT 2"}}})
     store.create(flow_id, state)
     ta, tb = layout.step_task_id(flow_id, "a"), layout.step_task_id(flow_id, "bad")
@@ -267,13 +267,13 @@ def test_worker_killed_between_result_and_dispatch_still_finishes(start_worker):
 def test_repair_pass_settles_a_lost_transition_and_republishes_a_lost_claim(start_worker):
     """A transition never recorded (the task's result is there) and a claimed step never
     published: one repair pass settles the first and publishes the second."""
-    from celeryapp.flows import engine, layout
+    from celeryapp.flows import api, layout, runtime
     from tasks.query import run_query
 
     queue = f"q-{uuid.uuid4().hex[:8]}"
     start_worker(queues=queue, concurrency=2, env={"TURBO_FLOW_REPAIR_INTERVAL": "0"})
-    store = engine._store()
-    flow_id, state = engine.prepare({"name": "lost", "defaults": {"queue": queue}, "steps": {
+    store = runtime.store()
+    flow_id, state = api.prepare({"name": "lost", "defaults": {"queue": queue}, "steps": {
         "a": {"query": "SELECT 1"}, "b": {"needs": "a", "query": "SELECT 2"},
         "c": {"query": "SELECT 3"}}})
     store.create(flow_id, state)
@@ -317,7 +317,7 @@ def test_a_copy_of_a_running_step_is_not_run_beside_it(start_worker, tmp_path):
     """The repair pass publishes a step again when its first publish was not recorded. A
     copy delivered while the first runs on a live worker is acked unrun: the step runs
     once, its record keeps the first run's worker."""
-    from celeryapp.flows import engine
+    from celeryapp.flows import runtime, transitions
 
     queue = f"q-{uuid.uuid4().hex[:8]}"
     worker = start_worker(queues=queue, concurrency=2)
@@ -328,7 +328,7 @@ def test_a_copy_of_a_running_step_is_not_run_beside_it(start_worker, tmp_path):
              "the step to run")
     running = flows.get_state(flow_id)["steps"]["only"]
     task_id = running["task_id"]
-    engine._publish(engine._store(), flow_id, [("only", task_id)])  # the repair's republish
+    transitions.publish(runtime.store(), flow_id, [("only", task_id)])  # the repair's republish
     wait_for(lambda: re.search(rf"\[{task_id}\] workflow {flow_id} step only: a copy of this "
                                r"attempt is running", worker.log()), 30,
              "the copy to be acked unrun")
@@ -342,7 +342,7 @@ def test_a_copy_of_a_running_step_is_not_run_beside_it(start_worker, tmp_path):
 def test_a_plain_task_step_published_again_after_it_ended_is_not_run_again(start_worker,
                                                                          tmp_path):
     """A ``task:`` step (a plain @app.task) is checked like the query and agent tasks."""
-    from celeryapp.flows import engine
+    from celeryapp.flows import runtime, transitions
     from support.crash_task import CRASH_TASK, crash_worker
 
     queue = f"q-{uuid.uuid4().hex[:8]}"
@@ -353,7 +353,7 @@ def test_a_plain_task_step_published_again_after_it_ended_is_not_run_again(start
     before = flows.wait(flow_id, WAIT)
     assert before["state"] == "succeeded", json.dumps(flows.flow_report(before))
     task_id = before["steps"]["only"]["task_id"]
-    engine._publish(engine._store(), flow_id, [("only", task_id)])
+    transitions.publish(runtime.store(), flow_id, [("only", task_id)])
     wait_for(lambda: re.search(rf"\[{task_id}\] delivered again after it ended SUCCESS",
                                worker.log()), 30, "the copy to be acked unrun")
     assert len(marker.read_text().splitlines()) == 1
@@ -376,9 +376,9 @@ def test_a_cancelled_step_is_not_run_by_a_worker_that_missed_the_revoke(start_wo
     # flows.cancel's command without its revoke broadcast: a live worker of another queue
     # (the suite's shared one) would hear it and store REVOKED, which the start transition
     # then finds as the task's final state - here no worker hears anything
-    from celeryapp.flows import engine
+    from celeryapp.flows import runtime
 
-    assert engine._store().cancel(flow_id, time.time()).applied
+    assert runtime.store().cancel(flow_id, time.time()).applied
     worker = start_worker(queues=queue, concurrency=1)  # started after the cancel
     wait_for(lambda: re.search(rf"\[{task_id}\] workflow {flow_id} step only was cancelled",
                                worker.log()), 30, "the step to be acked unrun")
