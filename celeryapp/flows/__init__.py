@@ -1,9 +1,12 @@
 """Workflows: DAGs of query, agent and task steps (the README's "Workflows").
 
-:mod:`.spec` validates a workflow (YAML, JSON or a dict) before anything runs,
-:mod:`.engine` starts steps whose needs succeeded and records their outcomes,
-:mod:`.store` keeps each workflow's state in Redis (:mod:`.layout` the keys,
-:mod:`.scripts` the Lua transitions). Use from any process::
+:mod:`.spec` validates a workflow (YAML, JSON or a dict) before anything runs;
+:mod:`.api` builds, submits, reads, waits for and cancels one; :mod:`.transitions`
+records each step's start and end and publishes the steps that became ready, with their
+templates rendered and the steps a step asks for added (:mod:`.rendering`);
+:mod:`.repair_pass` applies what a lost hook or publish left undone. :mod:`.store` keeps
+each workflow's state in Redis (:mod:`.layout` the keys; ``flows.lua`` the transitions,
+one command each, named replies in :mod:`.replies`). Use from any process::
 
     from celeryapp import flows
     flow_id = flows.submit("checkout.yaml")
@@ -14,24 +17,24 @@ The names below load on first use, so that the ``turbo`` shell can import
 """
 from __future__ import annotations
 
-_ENGINE = ("CANCELLED", "ENDED", "STALE", "STARTED", "TERMINAL", "cancel", "dispatch_ready",
-           "flow_report", "get_state", "prepare", "repair", "settle", "step_failed",
-           "step_revoked", "step_started", "step_succeeded", "submit", "summary_state", "wait")
+import importlib
 
-__all__ = ["FlowSpecError", "creation_command", *_ENGINE]
+_FROM = {  # name -> module (relative) that defines it
+    **dict.fromkeys(("TERMINAL", "cancel", "dispatch_ready", "get_state", "prepare", "submit",
+                     "summary_state", "wait"), ".api"),
+    **dict.fromkeys(("flow_report", "settle", "step_failed", "step_revoked", "step_started",
+                     "step_succeeded"), ".transitions"),
+    "repair": ".repair_pass",
+    **dict.fromkeys(("Start", "StartReply"), ".replies"),
+    "creation_command": ".layout",  # `turbo submit flow` (the shell imports nothing else)
+    "FlowSpecError": ".spec",
+}
+
+__all__ = sorted(_FROM)
 
 
 def __getattr__(name: str):
-    if name in _ENGINE:
-        from . import engine
-
-        return getattr(engine, name)
-    if name == "creation_command":  # `turbo submit flow` (the shell imports nothing else)
-        from .layout import creation_command
-
-        return creation_command
-    if name == "FlowSpecError":
-        from .spec import FlowSpecError
-
-        return FlowSpecError
-    raise AttributeError(f"module 'celeryapp.flows' has no attribute {name!r}")
+    module = _FROM.get(name)
+    if module is None:
+        raise AttributeError(f"module 'celeryapp.flows' has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)

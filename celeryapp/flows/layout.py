@@ -19,19 +19,26 @@ One workflow is nine keys in the result backend's Redis, all expiring with the r
                                     and keeps its expiry)
     turbo:flows:running       zset  running workflow ids (score: created) - the repair pass
 
-Every change is one Lua script (:mod:`.scripts`). Standard library and core names only.
-Both the engine and the ``turbo`` shell (raw RESP; it imports core only) read these keys
-with celeryapp/core/flowstate.py; tests/integration/test_flows.py checks they agree.
+Every change is one command of ``flows.lua`` (:func:`script`, run by :mod:`.store`; the
+``turbo`` shell runs its ``create``). Standard library and core only. Both the workers and
+the ``turbo`` shell (raw RESP; it imports core only) read these keys with
+celeryapp/core/flowstate.py; tests/integration/test_flows.py checks they agree.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 
+from ..core import lua
 from ..core.names import FLOW_KEYS_PREFIX, FLOWS_RUNNING_KEY
 
 PARTS = ("meta", "spec", "children", "state", "info", "result", "pending", "inflight", "failed")
 MAX_ERROR = 4000  # characters of a step's error kept in its record
+
+
+def script() -> str:
+    """The text of flows.lua, every workflow transition (read once per process)."""
+    return lua.source(__package__, "flows.lua")
 
 
 def key(flow_id: str, part: str) -> str:
@@ -39,20 +46,20 @@ def key(flow_id: str, part: str) -> str:
 
 
 def keys(flow_id: str) -> list[str]:
-    """KEYS of every script: the nine per-workflow keys, then the running set."""
+    """KEYS of every flows.lua command: the nine per-workflow keys, then the running set."""
     return [key(flow_id, part) for part in PARTS] + [FLOWS_RUNNING_KEY]
 
 
 def step_task_id(flow_id: str, step: str) -> str:
     """The task id of a step: derived from the workflow and the step, so that a step is
-    published again (repair) under the same id. The Lua scripts compute the same."""
+    published again (repair) under the same id. flows.lua computes the same."""
     h = hashlib.sha1(f"{flow_id}/{step}".encode()).hexdigest()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
-def creation(flow_id: str, state: dict) -> tuple[list[str], list]:
-    """(KEYS, ARGV) of the creation script for a prepared workflow (engine.prepare);
-    ARGV ends with the expiry, which the caller appends."""
+def creation_args(flow_id: str, state: dict, expires: int) -> list:
+    """flows.lua ``create``'s own arguments for a prepared workflow (api.prepare): its
+    meta fields, its steps and the keys' expiry."""
     steps = state["steps"]
     children: dict[str, list[str]] = {name: [] for name in steps}
     for name, step in steps.items():
@@ -64,15 +71,15 @@ def creation(flow_id: str, state: dict) -> tuple[list[str], list]:
             "defaults": json.dumps(state.get("defaults") or {})}
     rows = [[name, static_json(index, step), json.dumps(children[name]), len(step["needs"])]
             for index, (name, step) in enumerate(steps.items())]
-    return keys(flow_id), [json.dumps(meta), json.dumps(rows)]
+    return [json.dumps(meta), json.dumps(rows), expires]
 
 
 def creation_command(flow_id: str, state: dict, expires: int) -> tuple:
-    """The creation script as one EVAL command (the ``turbo`` shell's raw RESP)."""
-    from .scripts import CREATE
-
-    names, argv = creation(flow_id, state)
-    return ("EVAL", CREATE, len(names), *names, *argv, expires)
+    """flows.lua ``create`` as one EVAL command (the ``turbo`` shell's raw RESP, which
+    sends the script's text: no EVALSHA, so no NOSCRIPT to handle)."""
+    names = keys(flow_id)
+    return ("EVAL", script(), len(names), *names,
+            "create", flow_id, *creation_args(flow_id, state, expires))
 
 
 def static_json(index: int, step: dict) -> str:

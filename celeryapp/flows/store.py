@@ -1,7 +1,8 @@
-"""Workflow state in Redis: the keys of :mod:`.layout`, changed only by the scripts of
-:mod:`.scripts` (one atomic, idempotent script per transition, no lock), read in one
-pipeline. A script that meets a connection error (Redis restarting, a failover, a blip)
-is run again for a bounded time: being idempotent, running it twice is harmless."""
+"""Workflow state in Redis: the keys of :mod:`.layout`, changed only by the commands of
+``flows.lua`` (one atomic, idempotent command per transition, no lock; one method here
+each, with a named reply: :mod:`.replies`), read in one pipeline. A command that meets a
+connection error (Redis restarting, a failover, a blip) is run again for a bounded time:
+being idempotent, running it twice is harmless."""
 from __future__ import annotations
 
 import gc
@@ -18,7 +19,8 @@ from ..core import backoff
 from ..core.flowstate import assemble, read_meta
 from ..core.names import FLOWS_REPAIR_LOCK, FLOWS_RUNNING_KEY, RECENT_KEEP, RECENT_KEY
 from ..core.text import as_text
-from . import layout, scripts
+from . import layout
+from .replies import Cancelled, Claimed, Conflict, StartReply
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +29,11 @@ RETRY_FIRST_S, RETRY_MAX_S = 0.05, 2.0  # the pauses while Redis is away
 _scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _registered(client) -> dict:
-    """The scripts registered on ``client`` (a forked pool child builds its own client)."""
+def _script(client):
+    """flows.lua registered on ``client`` (a forked pool child builds its own client)."""
     found = _scripts.get(client)
     if found is None:
-        found = {name: client.register_script(text) for name, text in scripts.ALL.items()}
-        _scripts[client] = found
+        found = _scripts[client] = client.register_script(layout.script())
     return found
 
 
@@ -56,7 +57,7 @@ class FlowStore:
         self.expires = expires
         self.retry_for = retry_for
 
-    # --- writing: one script per change ---------------------------------------------
+    # --- writing: one flows.lua command per change -------------------------------------
     def _retrying(self, flow_id: str, what: str, call):
         """``call()``, again on connection errors for up to ``retry_for`` seconds (the
         project's backoff from 0.05 s up to 2 s): every write here is idempotent."""
@@ -71,37 +72,84 @@ class FlowStore:
                             flow_id, what, exc, delay)
                 time.sleep(delay)
 
-    def run(self, name: str, flow_id: str, *args, keys: tuple = ()):
-        """Run script ``name`` for ``flow_id`` (KEYS: the workflow's, then ``keys``), again
-        on connection errors (:meth:`_retrying`)."""
-        keys = layout.keys(flow_id) + list(keys)
-        script = _registered(self.client)[name]
-        return self._retrying(flow_id, f"{name} transition",
-                              lambda: script(keys, list(args), client=self.client))
+    def _command(self, command: str, flow_id: str, *args, result_key: str | None = None):
+        """Run flows.lua's ``command`` for ``flow_id`` (KEYS: the workflow's, then the
+        task's result key when given), again on connection errors (:meth:`_retrying`)."""
+        keys = layout.keys(flow_id) + ([result_key] if result_key else [])
+        argv = [command, flow_id, *args]
+        script = _script(self.client)
+        return self._retrying(flow_id, f"{command} transition",
+                              lambda: script(keys, argv, client=self.client))
 
     def create(self, flow_id: str, state: dict) -> None:
-        keys, argv = layout.creation(flow_id, state)
-        if not self.run("create", flow_id, *argv, self.expires):
+        """Store a prepared workflow (api.prepare); ValueError if its id exists."""
+        argv = layout.creation_args(flow_id, state, self.expires)
+        if not self._command("create", flow_id, *argv):
             raise ValueError(f"workflow {flow_id} exists already")
         pipe = self.client.pipeline(transaction=False)
         pipe.zadd(RECENT_KEY, {f"flow:{flow_id}": state["created"]})
         pipe.zremrangebyrank(RECENT_KEY, 0, -RECENT_KEEP - 1)
         pipe.execute()
 
+    def start(self, flow_id: str, now: float) -> Claimed:
+        """Claim every pending step whose needs all succeeded."""
+        return Claimed.from_reply(self._command("start", flow_id, now))
+
+    def started(self, flow_id: str, step: str, task_id: str, now: float, worker: str,
+                attempt: int, tag: str = "", take_over: bool = False,
+                result_key: str | None = None) -> StartReply:
+        """The message ``tag`` starts this attempt of the step (flows.lua: ``started``);
+        ``result_key``: the task's stored state, checked first."""
+        return StartReply.from_reply(self._command(
+            "started", flow_id, step, task_id, now, worker, attempt, tag,
+            "1" if take_over else "", result_key=result_key))
+
     def mark_queued(self, flow_id: str, claimed: list[tuple[str, str]], now: float) -> None:
         """The "queued" transitions of published steps, in one round trip."""
         if not claimed:
             return
-        script = _registered(self.client)["queued"]
+        script = _script(self.client)
         keys = layout.keys(flow_id)
 
         def send() -> None:
             pipe = self.client.pipeline(transaction=False)
             for step, task_id in claimed:
-                script(keys, [step, task_id, now], client=pipe)
+                script(keys, ["queued", flow_id, step, task_id, now], client=pipe)
             pipe.execute()
 
         self._retrying(flow_id, "queued transitions", send)
+
+    def succeeded(self, flow_id: str, step: str, task_id: str, now: float, result: str,
+                  added: str = "") -> Claimed | Conflict:
+        """Record a success (``result``: its summary JSON) and add the steps it asks
+        for (``added``: JSON rows, or ""); Conflict when an added name exists already."""
+        reply = self._command("succeeded", flow_id, step, task_id, now, result, added)
+        if as_text(reply[0]) == "conflict":
+            return Conflict.from_reply(reply)
+        return Claimed.from_reply(reply)
+
+    def failed(self, flow_id: str, step: str, task_id: str, now: float,
+               error: str) -> Claimed:
+        """Record a failure; the step's descendants are skipped."""
+        return Claimed.from_reply(self._command("failed", flow_id, step, task_id, now,
+                                                "failed", error[:layout.MAX_ERROR]))
+
+    def revoked(self, flow_id: str, step: str, task_id: str, now: float) -> Claimed:
+        """Record a step's task revoked: the step is cancelled, its descendants skipped."""
+        return Claimed.from_reply(self._command("failed", flow_id, step, task_id, now,
+                                                "cancelled", ""))
+
+    def cancel(self, flow_id: str, now: float) -> Cancelled:
+        """Cancel every step not yet ended, and the workflow."""
+        return Cancelled.from_reply(self._command("cancel", flow_id, now))
+
+    def notice(self, flow_id: str, now: float, grace: float) -> bool:
+        """True for the one caller that is to send the workflow's notice now."""
+        return bool(int(self._command("notice", flow_id, now, grace)))
+
+    def noticed(self, flow_id: str) -> None:
+        """The notice went out."""
+        self._command("noticed", flow_id)
 
     # --- reading ------------------------------------------------------------------------
     def meta(self, flow_id: str) -> dict | None:

@@ -8,9 +8,9 @@ Two changes to the stock backend, both for cost per task, neither for semantics:
   reads the stored meta once, so a result that landed first is still seen.
   Likewise a group's submit does not subscribe to each of its tasks (Celery's
   ready-barrier does); ``GroupResult.get()`` subscribes them when it waits.
-* Storing a state is one Lua script instead of a GET (Celery's guard: never
-  overwrite SUCCESS, so that a redelivered duplicate cannot clobber the result)
-  followed by a SET+PUBLISH pipeline. The guard is now atomic as well, and the
+* Storing a state is one Lua script (``store_result.lua``) instead of a GET (Celery's
+  guard: never overwrite SUCCESS, so that a redelivered duplicate cannot clobber the
+  result) followed by a SET+PUBLISH pipeline. The guard is now atomic as well, and the
   same round trip adds the task to the recent list that ``turbo ls`` reads,
   which used to be a third round trip in a ``task_prerun`` hook.
 * The client keeps one connection of its pool (``single_connection_client``): no
@@ -33,6 +33,7 @@ from kombu.utils.objects import cached_property
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from celeryapp.core import lua
 from celeryapp.core.names import (
     RECENT_KEEP,
     RECENT_KEY,
@@ -40,33 +41,7 @@ from celeryapp.core.names import (
 
 from .stored import RedactedResultMeta, recent_member
 
-# KEYS: meta key, recent list. ARGV: meta JSON, ttl s (0 = none), recent member ("" = none),
-# its score, members to keep. Returns 0 when the stored state is SUCCESS (nothing written).
-STORE_SCRIPT = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local succeeded
-  if string.sub(current, 1, 12) == '{"status": "' then
-    succeeded = string.sub(current, 13, 20) == 'SUCCESS"'
-  else
-    local ok, meta = pcall(cjson.decode, current)
-    succeeded = ok and type(meta) == 'table' and meta['status'] == 'SUCCESS'
-  end
-  if succeeded then return 0 end
-end
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-if ARGV[3] ~= '' then
-  redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[3])
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[5]) - 1)
-end
-return 1
-"""
+STORE_SCRIPT = "store_result.lua"  # KEYS, ARGV and replies: in its header
 
 
 # cached on a backend and bound to its client's socket: not to be used across fork
@@ -121,7 +96,7 @@ class TurboRedisBackend(RedactedResultMeta, RedisBackend):
 
     @cached_property
     def _store_script(self):
-        return self.client.register_script(STORE_SCRIPT)
+        return self.client.register_script(lua.source(__package__, STORE_SCRIPT))
 
     def _store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
         meta = self._get_result_meta(result=result, state=state, traceback=traceback,

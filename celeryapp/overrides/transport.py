@@ -10,8 +10,9 @@
   many as the prefetch window allows in one round trip where kombu's ``BRPOP``
   takes one, from the same keys in the same order (priorities, round robin).
 * The unacked bookkeeping - recorded when a message is delivered, removed when it
-  is acked - is one Lua script per batch instead of a MULTI/EXEC transaction of
-  four commands per message: the same keys, values and atomicity. A batch is
+  is acked - is one Lua script per batch (``record_unacked.lua``,
+  ``forget_unacked.lua``) instead of a MULTI/EXEC transaction of four commands per
+  message: the same keys, values and atomicity. A batch is
   recorded before any of its messages is delivered, so an ack can never precede
   its record. Acks made in the event loop's thread are sent together at the loop's
   next tick (before it polls again); acks from other threads, and every ack when
@@ -40,34 +41,12 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
-from celeryapp.core import holders
+from celeryapp.core import holders, lua
 from celeryapp.core.names import REQUEUES_HEADER
 
-# KEYS: unacked index (sorted set by delivery time), unacked (hash of tag -> message),
-# holders (hash of tag -> holder id: .holders)
-# ARGV: time, holder, then tag and record of each message
-RECORD_UNACKED = """
-for i = 3, #ARGV, 2 do
-  redis.call('ZADD', KEYS[1], ARGV[1], ARGV[i])
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  redis.call('HSET', KEYS[3], ARGV[i], ARGV[2])
-end
-return 1
-"""
-# ARGV: this holder, then the tags. A record that names another holder is left alone: a
-# late ack (this worker was cut off, a survivor put the message back and another worker
-# took it) must not erase the new holder's record.
-FORGET_UNACKED = """
-for i = 2, #ARGV do
-  local holder = redis.call('HGET', KEYS[3], ARGV[i])
-  if (not holder) or holder == ARGV[1] then
-    redis.call('ZREM', KEYS[1], ARGV[i])
-    redis.call('HDEL', KEYS[2], ARGV[i])
-    redis.call('HDEL', KEYS[3], ARGV[i])
-  end
-end
-return 1
-"""
+# the unacked bookkeeping's scripts (KEYS, ARGV and replies: in their headers)
+RECORD_UNACKED = "record_unacked.lua"  # a fetched batch, with its holder
+FORGET_UNACKED = "forget_unacked.lua"  # acks, where this holder still holds the message
 logger = get_logger(__name__)
 FETCH_CAP = 64  # messages per fetch when the consumer sets no prefetch limit
 LUA_UNPACK_CAP = 4096  # unpack() has a stack limit: larger ack batches are split
@@ -116,9 +95,9 @@ class QoS(kombu_redis.QoS):
         self._recorded: set = set()  # delivered in a batch whose record is written
         self._pending_acks: list = []  # acked in the loop's thread, not yet sent
 
-    def _script(self, lua: str, *args, client=None) -> None:
-        self.channel.run_script(lua, [self.unacked_index_key, self.unacked_key,
-                                      holders.HOLDERS_KEY], args, client=client)
+    def _script(self, name: str, *args, client=None) -> None:
+        self.channel.run_script(name, [self.unacked_index_key, self.unacked_key,
+                                       holders.HOLDERS_KEY], args, client=client)
 
     def _holder(self) -> holders.Holder:
         """This process as the holder of what it records; its heartbeat started first
@@ -319,18 +298,19 @@ class Channel(kombu_redis.Channel):
             kwargs["credential_provider"] = credential_provider
         return self.Client(**kwargs)
 
-    def run_script(self, lua: str, keys: list, args, client=None) -> None:
-        """EVALSHA on the shared client (or ``client``); redis-py loads the script when
-        Redis lacks it."""
+    def run_script(self, name: str, keys: list, args, client=None) -> None:
+        """EVALSHA of the script file ``name`` (package data, read once) on the shared
+        client (or ``client``); redis-py loads the script when Redis lacks it."""
         if client is not None:
-            client.register_script(lua)(keys=keys, args=args)
+            client.register_script(lua.source(__package__, name))(keys=keys, args=args)
             return
         with self.conn_or_acquire() as client:
             if self._scripts_client is not client:  # a new client (new pool): afresh
                 self._scripts, self._scripts_client = {}, client
-            script = self._scripts.get(lua)
+            script = self._scripts.get(name)
             if script is None:
-                script = self._scripts[lua] = client.register_script(lua)
+                script = self._scripts[name] = client.register_script(
+                    lua.source(__package__, name))
             script(keys=keys, args=args)
 
     def defers_acks(self) -> bool:

@@ -176,7 +176,8 @@ def cmd_submit_flow(a) -> int:
     except FlowSpecError as exc:
         raise UsageError(str(exc)) from None
     r = backend()
-    # the engine's own creation script: the workflow's hashes, in one EVAL
+    # the workers' own creation command (flows.lua's create): the workflow's hashes, in
+    # one EVAL
     commands = [creation_command(flow_id, state, result_expires()),
                 *remember(f"flow:{flow_id}", state.get("created"))]
     stored = resp.run_batches([(r, commands)])[0][0]

@@ -29,6 +29,7 @@ from celery.exceptions import Ignore
 from celeryapp import flows
 from celeryapp.core.holders import held_by_live
 from celeryapp.core.names import FLOW_HEADER, STEP_HEADER, header
+from celeryapp.flows.replies import Start
 from celeryapp.overrides.redaction import RedactingTask
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def start_step(task, flow: str) -> None:
     tag = str((getattr(request, "properties", None) or {}).get("delivery_tag") or "")
     args = (flow, step, request.id, request.hostname, (request.retries or 0) + 1, tag)
     reply = flows.step_started(*args)
-    if isinstance(reply, str) and not _held_by_live(task, reply):
+    if reply.outcome is Start.COPY and not _held_by_live(task, reply.tag):
         reply = flows.step_started(*args, take_over=True)  # the other copy's worker is gone
     setattr(request, STEP_START, reply)
 
@@ -77,18 +78,19 @@ def skip_if_done(task) -> None:
         return
     flow = header(request, FLOW_HEADER)
     started = getattr(request, STEP_START, None) if flow else None
-    if started == flows.CANCELLED:
+    outcome = started.outcome if started is not None else None
+    if outcome is Start.CANCELLED:
         log.warning("%s[%s] workflow %s step %s was cancelled with its workflow (this worker "
                     "had not heard the revoke): acknowledged without running it", task.name,
                     request.id, flow, header(request, STEP_HEADER))
         task.backend.mark_as_revoked(request.id, "its workflow was cancelled", request=request)
         raise Ignore()
-    if isinstance(started, str):
+    if outcome is Start.COPY:
         log.warning("%s[%s] workflow %s step %s: a copy of this attempt is running (message "
                     "%s, held by a live worker): this one is acknowledged without running",
-                    task.name, request.id, flow, header(request, STEP_HEADER), started)
+                    task.name, request.id, flow, header(request, STEP_HEADER), started.tag)
         raise Ignore()
-    if started in (flows.STARTED, flows.STALE):
+    if outcome in (Start.STARTED, Start.STALE):
         return  # the start transition found no final state stored
     # ENDED, or no start transition recorded (not a step, its hook failed): the stored state
     redelivered = (getattr(request, "redelivered", None)

@@ -98,11 +98,11 @@ def _stop_repair(**_):
 def _repair_loop(holder: str, every: float) -> None:
     """Every ``every`` s (jittered), one worker across all runs flows.repair(): a short
     SET NX lock decides which. Errors are logged; the next turn tries again."""
-    from celeryapp.flows.engine import _store
+    from celeryapp.flows.runtime import store
 
     while not _repair_stop.wait(every * random.uniform(0.8, 1.2)):
         try:
-            if _store().repair_turn(holder, every):
+            if store().repair_turn(holder, every):
                 done = flows.repair()
                 if any(done[k] for k in ("settled", "republished", "started", "notices")):
                     log.warning("workflow repair pass: %s", done)

@@ -37,19 +37,15 @@ def _snapshot(client, flow_id: str) -> dict:
     return out
 
 
-def _pairs(reply) -> list[tuple[str, str]]:
-    rest = [item.decode() if isinstance(item, bytes) else item for item in reply[2:]]
-    return list(zip(rest[::2], rest[1::2], strict=True))
-
-
 def test_transitions_are_idempotent_and_counters_fan_in(celery_app):
     """Each transition is one script checking the step's state and task id: repeated or
     stale events change nothing, the fan-in counter claims a step once."""
-    from celeryapp.flows import engine, layout
+    from celeryapp.flows import api, layout, runtime
+    from celeryapp.flows.replies import Claimed, Start
 
-    store = engine._store()
+    store = runtime.store()
     client = store.client
-    flow_id, state = engine.prepare({"name": "idem", "steps": {
+    flow_id, state = api.prepare({"name": "idem", "steps": {
         "a": {"query": "SELECT 1"},
         "b": {"needs": ["a"], "query": "SELECT 2"},
         "c": {"needs": ["a"], "query": "SELECT 3"},
@@ -59,32 +55,30 @@ def test_transitions_are_idempotent_and_counters_fan_in(celery_app):
     with pytest.raises(ValueError, match="exists already"):
         store.create(flow_id, state)
     tid = {name: layout.step_task_id(flow_id, name) for name in "abcde"}
-    assert _pairs(store.run("start", flow_id, flow_id, 1.0)) == [("a", tid["a"])]
-    assert _pairs(store.run("start", flow_id, flow_id, 1.5)) == []  # claimed once
-    assert store.run("started", flow_id, "a", tid["a"], 2.0, "w@x", 1) == 1
+    assert store.start(flow_id, 1.0).claimed == (("a", tid["a"]),)
+    assert store.start(flow_id, 1.5).claimed == ()  # claimed once
+    assert store.started(flow_id, "a", tid["a"], 2.0, "w@x", 1).outcome is Start.STARTED
     before = _snapshot(client, flow_id)
-    assert store.run("started", flow_id, "a", "some-other-task", 2.1, "w@y", 1) == 0
+    assert store.started(flow_id, "a", "some-other-task", 2.1, "w@y", 1).outcome is Start.STALE
     assert _snapshot(client, flow_id) == before
 
-    first = store.run("succeeded", flow_id, flow_id, "a", tid["a"], 3.0, '{"value": 1}', "")
-    assert int(first[0]) == 1 and sorted(_pairs(first)) == [("b", tid["b"]), ("c", tid["c"])]
+    first = store.succeeded(flow_id, "a", tid["a"], 3.0, '{"value": 1}')
+    assert first.applied and sorted(first.claimed) == [("b", tid["b"]), ("c", tid["c"])]
     after = _snapshot(client, flow_id)
-    again = store.run("succeeded", flow_id, flow_id, "a", tid["a"], 3.5, '{"value": 2}', "")
-    assert int(again[0]) == 0 and _pairs(again) == []
+    again = store.succeeded(flow_id, "a", tid["a"], 3.5, '{"value": 2}')
+    assert not again.applied and again.claimed == ()
     assert _snapshot(client, flow_id) == after  # a repeated "succeeded" changes nothing
-    assert store.run("failed", flow_id, flow_id, "a", tid["a"], 3.6, "failed", "late",
-                     "failed")[0] == 0
+    assert not store.failed(flow_id, "a", tid["a"], 3.6, "late").applied
     assert _snapshot(client, flow_id) == after
 
     store.mark_queued(flow_id, [("b", tid["b"]), ("c", tid["c"])], 4.0)
     # c succeeds: d still waits for b
-    assert _pairs(store.run("succeeded", flow_id, flow_id, "c", tid["c"], 5.0, "null", "")) == []
+    assert store.succeeded(flow_id, "c", tid["c"], 5.0, "null").claimed == ()
     # b fails: d and e are skipped because of b, the workflow ends failed - reported once
-    failed = store.run("failed", flow_id, flow_id, "b", tid["b"], 6.0, "failed", "boom", "failed")
-    assert failed[0] == 1 and failed[1] == b"failed"
+    failed = store.failed(flow_id, "b", tid["b"], 6.0, "boom")
+    assert failed.applied and failed.ended == "failed"
     ended = _snapshot(client, flow_id)
-    assert store.run("failed", flow_id, flow_id, "b", tid["b"], 6.5, "failed", "boom", "failed") \
-        == [0, b""]
+    assert store.failed(flow_id, "b", tid["b"], 6.5, "boom") == Claimed(applied=False, ended="")
     assert _snapshot(client, flow_id) == ended
 
     got = flows.get_state(flow_id)
@@ -109,25 +103,30 @@ def test_a_step_start_names_its_message_and_refuses_a_copy(celery_app, broker_cl
     (the next attempt) and a take-over start. A task whose final state is stored does not."""
     from celeryapp.core import holders
     from celeryapp.core.names import FLOW_HEADER, STEP_HEADER
-    from celeryapp.flows import engine, layout
+    from celeryapp.flows import api, layout, runtime, transitions
+    from celeryapp.flows.replies import Start
     from celeryapp.worker import delivery
 
-    store = engine._store()
-    flow_id, state = engine.prepare({"name": "copies", "steps": {"a": {"query": "SELECT 1"}}})
+    store = runtime.store()
+    flow_id, state = api.prepare({"name": "copies", "steps": {"a": {"query": "SELECT 1"}}})
     store.create(flow_id, state)
     store.forget(flow_id)  # not for the workers' repair pass (it would settle the end below)
     task_id = layout.step_task_id(flow_id, "a")
-    assert _pairs(store.run("start", flow_id, flow_id, 1.0)) == [("a", task_id)]
+    assert store.start(flow_id, 1.0).claimed == (("a", task_id),)
+
+    def seen(reply):  # the outcome, or for a copy the message that runs the attempt
+        return reply.tag if reply.outcome is Start.COPY else reply.outcome
 
     def started(tag, attempt=1, take_over=False):
-        return engine.step_started(flow_id, "a", task_id, "w@x", attempt, tag, take_over)
+        return seen(transitions.step_started(flow_id, "a", task_id, "w@x", attempt, tag,
+                                             take_over))
 
-    assert started("m1") == engine.STARTED
+    assert started("m1") is Start.STARTED
     assert started("m2") == "m1"  # a copy: told which message runs the attempt
-    assert started("m1") == engine.STARTED  # the same message delivered again
-    assert started("m2", take_over=True) == engine.STARTED
+    assert started("m1") is Start.STARTED  # the same message delivered again
+    assert started("m2", take_over=True) is Start.STARTED
     assert started("m1") == "m2"
-    assert started("m3", attempt=2) == engine.STARTED  # a retry is a new attempt
+    assert started("m3", attempt=2) is Start.STARTED  # a retry is a new attempt
     assert "tag" not in flows.get_state(flow_id)["steps"]["a"]
 
     # the start hook: a live holder keeps its attempt, a dead one's is taken over
@@ -142,14 +141,14 @@ def test_a_step_start_names_its_message_and_refuses_a_copy(celery_app, broker_cl
                           headers={FLOW_HEADER: flow_id, STEP_HEADER: "a"})
         try:
             delivery.start_step(task, flow_id)
-            return getattr(task.request, delivery.STEP_START)
+            return seen(getattr(task.request, delivery.STEP_START))
         finally:
             task.pop_request()
 
     try:
         assert start("m4") == "m3"  # m3's worker is alive: m4 must not run
         broker_client.delete(holders.beat_key(holder))  # m3's worker is gone
-        assert start("m4") == engine.STARTED
+        assert start("m4") is Start.STARTED
         assert flows.get_state(flow_id)["steps"]["a"]["worker"] == "w@y"
     finally:
         broker_client.hdel(holders.HOLDERS_KEY, "m3")
@@ -159,7 +158,7 @@ def test_a_step_start_names_its_message_and_refuses_a_copy(celery_app, broker_cl
     before = _snapshot(store.client, flow_id)
     store.client.set(celery_app.backend.get_key_for_task(task_id),
                      json.dumps({"status": "SUCCESS", "result": 1, "task_id": task_id}))
-    assert started("m5", attempt=3) == engine.ENDED
+    assert started("m5", attempt=3) is Start.ENDED
     assert _snapshot(store.client, flow_id) == before
     store.client.delete(celery_app.backend.get_key_for_task(task_id))
     store.forget(flow_id)
@@ -170,43 +169,40 @@ def test_a_notice_is_an_outbox_entry_sent_at_least_once(celery_app):
     the notice sent, a caller after the grace (the repair pass) sends it again; once sent,
     never again, and the workflow leaves the repair pass's set."""
     from celeryapp.core.names import FLOWS_RUNNING_KEY
-    from celeryapp.flows import engine, layout
+    from celeryapp.flows import api, layout, runtime
 
-    store = engine._store()
-    flow_id, state = engine.prepare({"name": "outbox", "steps": {"a": {"query": "SELECT 1"}}},
-                                    notify={"webhook": "http://127.0.0.1:9/hook"})
+    store = runtime.store()
+    flow_id, state = api.prepare({"name": "outbox", "steps": {"a": {"query": "SELECT 1"}}},
+                                 notify={"webhook": "http://127.0.0.1:9/hook"})
     store.create(flow_id, state)
     # times from now: the workers' repair pass leaves a workflow that ended < 2 s ago alone
     now = time.time()
-    task_id = _pairs(store.run("start", flow_id, flow_id, now))[0][1]
-    final = store.run("succeeded", flow_id, flow_id, "a", task_id, now, "null", "")
-    assert _text(final[1]) == "succeeded"
+    task_id = store.start(flow_id, now).claimed[0][1]
+    final = store.succeeded(flow_id, "a", task_id, now, "null")
+    assert final.ended == "succeeded"
     meta = layout.key(flow_id, "meta")
     assert store.client.hget(meta, "notice") == b"due"
-    assert store.run("notice", flow_id, flow_id, now + 1, 30) == 1  # this caller sends it
-    assert store.run("notice", flow_id, flow_id, now + 2, 30) == 0  # another, meanwhile: not
+    assert store.notice(flow_id, now + 1, 30) is True  # this caller sends it
+    assert store.notice(flow_id, now + 2, 30) is False  # another, meanwhile: not
     assert store.client.zscore(FLOWS_RUNNING_KEY, flow_id) is not None  # still watched
-    assert store.run("notice", flow_id, flow_id, now + 32, 30) == 1  # the sender died: again
-    store.run("noticed", flow_id, flow_id)
+    assert store.notice(flow_id, now + 32, 30) is True  # the sender died: again
+    store.noticed(flow_id)
     assert store.client.hget(meta, "notice") == b"sent"
     assert store.client.zscore(FLOWS_RUNNING_KEY, flow_id) is None
-    assert store.run("notice", flow_id, flow_id, now + 99, 30) == 0
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    assert store.notice(flow_id, now + 99, 30) is False
 
 
 def test_expansion_is_applied_atomically_and_refuses_existing_names(celery_app):
-    from celeryapp.flows import engine, layout
+    from celeryapp.flows import api, layout, runtime
+    from celeryapp.flows.replies import Conflict
 
-    store = engine._store()
-    flow_id, state = engine.prepare({"name": "grow", "steps": {
+    store = runtime.store()
+    flow_id, state = api.prepare({"name": "grow", "steps": {
         "a": {"query": "SELECT 1"}, "bad": {"query": "SELECT 2"}}})
     store.create(flow_id, state)
     ta, tb = layout.step_task_id(flow_id, "a"), layout.step_task_id(flow_id, "bad")
-    store.run("start", flow_id, flow_id, 1.0)
-    store.run("failed", flow_id, flow_id, "bad", tb, 2.0, "failed", "no", "failed")
+    store.start(flow_id, 1.0)
+    store.failed(flow_id, "bad", tb, 2.0, "no")
 
     def row(name, index, needs):
         static = layout.static_json(index, {"kind": "query", "needs": needs,
@@ -214,13 +210,12 @@ def test_expansion_is_applied_atomically_and_refuses_existing_names(celery_app):
                                             "added_by": "a"})
         return [name, static, needs]
 
-    clash = store.run("succeeded", flow_id, flow_id, "a", ta, 3.0, "null",
-                      json.dumps([row("bad", 2, ["a"])]))
-    assert clash == [2, b"bad"]  # nothing changed: a is still in flight
+    clash = store.succeeded(flow_id, "a", ta, 3.0, "null", json.dumps([row("bad", 2, ["a"])]))
+    assert clash == Conflict(("bad",))  # nothing changed: a is still in flight
     assert flows.get_state(flow_id)["steps"]["a"]["state"] == "dispatching"
     added = [row("x", 2, ["a"]), row("y", 3, ["x", "bad"]), row("z", 4, ["y"]), row("w", 5, [])]
-    reply = store.run("succeeded", flow_id, flow_id, "a", ta, 3.0, "null", json.dumps(added))
-    assert sorted(_pairs(reply)) == sorted([("x", layout.step_task_id(flow_id, "x")),
+    reply = store.succeeded(flow_id, "a", ta, 3.0, "null", json.dumps(added))
+    assert sorted(reply.claimed) == sorted([("x", layout.step_task_id(flow_id, "x")),
                                             ("w", layout.step_task_id(flow_id, "w"))])
     steps = flows.get_state(flow_id)["steps"]
     assert list(steps) == ["a", "bad", "x", "y", "z", "w"]
@@ -272,17 +267,17 @@ def test_worker_killed_between_result_and_dispatch_still_finishes(start_worker):
 def test_repair_pass_settles_a_lost_transition_and_republishes_a_lost_claim(start_worker):
     """A transition never recorded (the task's result is there) and a claimed step never
     published: one repair pass settles the first and publishes the second."""
-    from celeryapp.flows import engine, layout
+    from celeryapp.flows import api, layout, runtime
     from tasks.query import run_query
 
     queue = f"q-{uuid.uuid4().hex[:8]}"
     start_worker(queues=queue, concurrency=2, env={"TURBO_FLOW_REPAIR_INTERVAL": "0"})
-    store = engine._store()
-    flow_id, state = engine.prepare({"name": "lost", "defaults": {"queue": queue}, "steps": {
+    store = runtime.store()
+    flow_id, state = api.prepare({"name": "lost", "defaults": {"queue": queue}, "steps": {
         "a": {"query": "SELECT 1"}, "b": {"needs": "a", "query": "SELECT 2"},
         "c": {"query": "SELECT 3"}}})
     store.create(flow_id, state)
-    claimed = dict(_pairs(store.run("start", flow_id, flow_id, time.time() - 60)))
+    claimed = dict(store.start(flow_id, time.time() - 60).claimed)
     # a: run as a plain task under its step's id, no workflow headers: no transition
     run_query.apply_async(("SELECT 1",), task_id=claimed["a"], queue=queue).get(timeout=30)
     # c: claimed a minute ago and never published (its publisher died)
@@ -322,7 +317,7 @@ def test_a_copy_of_a_running_step_is_not_run_beside_it(start_worker, tmp_path):
     """The repair pass publishes a step again when its first publish was not recorded. A
     copy delivered while the first runs on a live worker is acked unrun: the step runs
     once, its record keeps the first run's worker."""
-    from celeryapp.flows import engine
+    from celeryapp.flows import runtime, transitions
 
     queue = f"q-{uuid.uuid4().hex[:8]}"
     worker = start_worker(queues=queue, concurrency=2)
@@ -333,7 +328,7 @@ def test_a_copy_of_a_running_step_is_not_run_beside_it(start_worker, tmp_path):
              "the step to run")
     running = flows.get_state(flow_id)["steps"]["only"]
     task_id = running["task_id"]
-    engine._publish(engine._store(), flow_id, [("only", task_id)])  # the repair's republish
+    transitions.publish(runtime.store(), flow_id, [("only", task_id)])  # the repair's republish
     wait_for(lambda: re.search(rf"\[{task_id}\] workflow {flow_id} step only: a copy of this "
                                r"attempt is running", worker.log()), 30,
              "the copy to be acked unrun")
@@ -347,7 +342,7 @@ def test_a_copy_of_a_running_step_is_not_run_beside_it(start_worker, tmp_path):
 def test_a_plain_task_step_published_again_after_it_ended_is_not_run_again(start_worker,
                                                                          tmp_path):
     """A ``task:`` step (a plain @app.task) is checked like the query and agent tasks."""
-    from celeryapp.flows import engine
+    from celeryapp.flows import runtime, transitions
     from support.crash_task import CRASH_TASK, crash_worker
 
     queue = f"q-{uuid.uuid4().hex[:8]}"
@@ -358,7 +353,7 @@ def test_a_plain_task_step_published_again_after_it_ended_is_not_run_again(start
     before = flows.wait(flow_id, WAIT)
     assert before["state"] == "succeeded", json.dumps(flows.flow_report(before))
     task_id = before["steps"]["only"]["task_id"]
-    engine._publish(engine._store(), flow_id, [("only", task_id)])
+    transitions.publish(runtime.store(), flow_id, [("only", task_id)])
     wait_for(lambda: re.search(rf"\[{task_id}\] delivered again after it ended SUCCESS",
                                worker.log()), 30, "the copy to be acked unrun")
     assert len(marker.read_text().splitlines()) == 1
@@ -378,12 +373,12 @@ def test_a_cancelled_step_is_not_run_by_a_worker_that_missed_the_revoke(start_wo
     wait_for(lambda: flows.get_state(flow_id)["steps"]["only"]["state"] == "queued", 30,
              "the step to be queued")
     task_id = flows.get_state(flow_id)["steps"]["only"]["task_id"]
-    # flows.cancel's script without its revoke broadcast: a live worker of another queue
+    # flows.cancel's command without its revoke broadcast: a live worker of another queue
     # (the suite's shared one) would hear it and store REVOKED, which the start transition
     # then finds as the task's final state - here no worker hears anything
-    from celeryapp.flows import engine
+    from celeryapp.flows import runtime
 
-    assert int(engine._store().run("cancel", flow_id, flow_id, time.time())[0]) == 1
+    assert runtime.store().cancel(flow_id, time.time()).applied
     worker = start_worker(queues=queue, concurrency=1)  # started after the cancel
     wait_for(lambda: re.search(rf"\[{task_id}\] workflow {flow_id} step only was cancelled",
                                worker.log()), 30, "the step to be acked unrun")

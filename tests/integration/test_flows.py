@@ -203,20 +203,18 @@ def test_fan_out_fan_in_costs_the_same_per_step_at_any_size(start_worker, celery
 def test_get_state_and_summary_of_a_big_workflow_read_alike_in_the_shell(celery_app):
     """get_state reads 10,000 steps in one pipeline; the turbo shell's own reader (raw RESP,
     core only) reads the same layout the same way; its status summary stays short."""
-    from celeryapp.flows import engine
+    from celeryapp.flows import api, runtime
     from celeryapp.shell import entries, resp
 
     size = 10_000
     spec = {"name": "big", "steps": {f"s{i}": {"query": "SELECT 1"} for i in range(size)}}
-    flow_id, state = engine.prepare(spec)
-    store = engine._store()
+    flow_id, state = api.prepare(spec)
+    store = runtime.store()
     store.create(flow_id, state)
-    reply = [item.decode() for item in store.run("start", flow_id, flow_id, time.time())[2:]]
-    claimed = list(zip(reply[::2], reply[1::2], strict=True))
+    claimed = list(store.start(flow_id, time.time()).claimed)
     assert len(claimed) == size
     for name, task_id in claimed[:3]:
-        store.run("failed", flow_id, flow_id, name, task_id, time.time(), "failed", "boom",
-                  "failed")
+        store.failed(flow_id, name, task_id, time.time(), "boom")
     started = time.perf_counter()
     whole = flows.get_state(flow_id)
     took = time.perf_counter() - started
@@ -245,10 +243,10 @@ def test_get_state_and_summary_of_a_big_workflow_read_alike_in_the_shell(celery_
 def test_a_workflow_stored_by_an_earlier_version_gets_a_clear_error(celery_app):
     """Workflows from before the per-step layout (one JSON document) are not read: waiting
     on or cancelling one says so instead of "never submitted"."""
-    from celeryapp.flows import engine
+    from celeryapp.flows import runtime
 
     flow_id = str(uuid.uuid4())
-    client = engine._store().client
+    client = runtime.store().client
     client.set(f"turbo:flow:{flow_id}", json.dumps({"id": flow_id, "steps": {}}), ex=60)
     try:
         for call in (flows.wait, flows.cancel):

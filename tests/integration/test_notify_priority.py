@@ -99,15 +99,15 @@ def test_critical_task_overtakes_low_ones_on_a_saturated_worker(start_worker):
 
 
 def test_a_workflow_notice_whose_sender_died_is_sent_by_the_repair_pass(shared_worker, webhook):
-    """The notice is an outbox entry (flows/scripts.NOTICE): a sender that took it and died
+    """The notice is an outbox entry (flows.lua's notice): a sender that took it and died
     before sending it leaves it "sending"; past the grace the repair pass sends it. (One
     that died after sending it is deduplicated by turbo.notify's own marker.)"""
-    from celeryapp.flows import engine, layout
+    from celeryapp.flows import layout, runtime
 
     flow_id = flows.submit({"name": "resent", "steps": {"ok": {"query": "SELECT 1"}}},
                            notify={"webhook": webhook.url})
     assert webhook.received.get(timeout=WAIT)["id"] == flow_id
-    store = engine._store()
+    store = runtime.store()
     assert store.client.hget(layout.key(flow_id, "meta"), "notice") == b"sent"
     # as if the sender had died between taking the notice and sending it, long ago
     store.client.delete(f"turbo:notified:flow:{flow_id}")

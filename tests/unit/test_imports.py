@@ -14,7 +14,7 @@ HEAVY = ("celery", "kombu", "redis", "pydantic", "pydantic_settings", "billiard"
          "duckdb", "pyarrow")
 LEAN = ["celeryapp.shell.cli", "celeryapp.core", "celeryapp.core.names", "celeryapp.core.policy",
         "celeryapp.core.errors", "celeryapp.core.redaction", "celeryapp.core.urls",
-        "celeryapp.core.processes"]
+        "celeryapp.core.processes", "celeryapp.core.lua"]
 
 
 def _loaded_by(modules: list[str]) -> list[str]:
