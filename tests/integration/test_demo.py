@@ -272,11 +272,11 @@ def test_down_finds_the_pool_of_a_worker_gone_alone(tmp_path):
 
 
 @needs_proc
-def test_stop_group_escalates_to_kill():
+def test_term_group_until_empty_escalates_to_kill():
     stubborn = _sleeper("stubborn", ignore_term=True)
     try:
         time.sleep(0.3)  # the TERM handler is installed
-        assert demo_state.stop_group(stubborn.pid, timeout=0.5) == "killed (KILL)"
+        assert demo_state.term_group_until_empty(stubborn.pid, timeout=0.5) == "killed (KILL)"
         assert _wait_gone(stubborn, 5)
         assert stubborn.returncode == -signal.SIGKILL
     finally:

@@ -154,8 +154,9 @@ def running_demo(data: dict) -> int | None:
     return None
 
 
-def stop_group(pgid: int, timeout: float = 15.0) -> str:
-    """TERM the process group, wait, KILL what is left; say which it took."""
+def term_group_until_empty(pgid: int, timeout: float = 15.0) -> str:
+    """TERM the process group (of a recorded process: not our child), wait until no member
+    is left, else KILL; say which it took."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pgid, sig)
@@ -185,7 +186,7 @@ def stop_recorded(state: StateFile, *, quiet: bool = False) -> list[str]:
     for record in reversed(data.get("processes", [])):
         label = f"{record['name']} (pid {record['pid']})"
         if is_ours(record):
-            done.append(f"{label}: {stop_group(record['pid'])}")
+            done.append(f"{label}: {term_group_until_empty(record['pid'])}")
         elif not quiet:
             done.append(f"{label}: not running")
     return done
