@@ -21,6 +21,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from . import profile
 from .context import median
 from .throughput import rounds_figures
 
@@ -36,18 +37,20 @@ def _submit_queries(sql: str, n: int, queue: str) -> list[str]:
 def _select_one_round(ctx, side: str, n: int, concurrency: int) -> dict:
     from bench.turbo_tasks import QUEUE
 
-    with ctx.worker(side, concurrency):
+    with ctx.worker(side, concurrency) as worker:
         if side == "plain":
             noop = ctx.task("plain", "noop")
             ctx.wait_results(side, [noop.delay().id for _ in range(50)], timeout=120)
-            start = time.time()
-            ids = [noop.delay().id for _ in range(n)]
         else:
             ctx.wait_results(side, _submit_queries("SELECT 1", 50, QUEUE), timeout=120)
+        with profile.sampling(ctx, worker, f"select-one-{side}"):
             start = time.time()
-            ids = _submit_queries("SELECT 1", n, QUEUE)
-        submitted = time.time()
-        last = ctx.wait_results(side, ids, timeout=600)
+            if side == "plain":
+                ids = [noop.delay().id for _ in range(n)]
+            else:
+                ids = _submit_queries("SELECT 1", n, QUEUE)
+            submitted = time.time()
+            last = ctx.wait_results(side, ids, timeout=600)
         threads = None
         if side == "turbo":  # what the engine runs with, as a query sees it
             from tasks.query import run_query

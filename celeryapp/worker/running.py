@@ -56,6 +56,7 @@ _stops: dict[str, threading.Event] = {}  # task_id -> set when the task must sto
 _early: OrderedDict[str, None] = OrderedDict()  # cancelled before they registered
 EARLY_KEEP = 1000
 _in_memory = False  # threads pool: entries are not written to files (keep_in_memory)
+_swept: tuple[int, Path] | None = None  # (pid, folder) whose stale files this process swept
 
 
 def base_dir() -> Path:
@@ -106,15 +107,10 @@ def register(kind: str, task_id: str, *, worker: str, **info: Any) -> Path:
     path = None
     if not _in_memory:
         folder = worker_dir(worker)
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{task_id}.json"
     with _lock:
-        # pid reuse after a crash: an older file of this pid is stale by definition
-        # (prefork runs one task per process; threads share the pid, skip that case)
-        if path is not None and not _entries:
-            for other in path.parent.glob("*.json"):
-                if other != path and _read(other).get("worker_pid") == pid:
-                    _unlink(other)
+        if path is not None:
+            _first_in(folder, pid)
         _entries[task_id] = (path, entry)
         stop = _stops[task_id] = threading.Event()
         if task_id in _early:  # cancelled between accept and start
@@ -124,6 +120,20 @@ def register(kind: str, task_id: str, *, worker: str, **info: Any) -> Path:
             _write(path, entry)
     _local.task_id = task_id
     return path
+
+
+def _first_in(folder: Path, pid: int) -> None:
+    """Once per process and folder: make the folder, and drop the files an earlier
+    process with this pid left (pid reuse after a crash: stale by definition). Later
+    files of this process are removed by :func:`unregister`."""
+    global _swept
+    if _swept == (pid, folder):
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for other in folder.glob("*.json"):
+        if _read(other).get("worker_pid") == pid:
+            _unlink(other)
+    _swept = (pid, folder)
 
 
 def note(task_id: str | None = None, **fields: Any) -> None:
@@ -221,8 +231,19 @@ def _has_statement_ids(session) -> bool:
 
 
 def _write(path: Path, entry: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(entry, default=str))
+    """Atomically (readers see the old entry or the new one); the folder is made again
+    if it was swept meanwhile (``clear`` at a worker's start)."""
+    tmp = f"{path.parent}/.{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    data = json.dumps(entry, default=str).encode()
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 
