@@ -36,9 +36,10 @@ test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) tests/suite.py $(PYTEST_ARGS)
 
-# The unit tests alone: no Redis, no workers, a few seconds.
+# The unit tests alone: no Redis, no Celery workers (real subprocesses, the agent CLIs and
+# the warehouse stand-in, though: about a minute, in parallel).
 test-unit: $(STAMP)
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest -n $${TURBO_TEST_WORKERS:-4} tests/unit $(PYTEST_ARGS)
 
 # The architecture contracts in pyproject.toml (one import direction; make test runs it too).
 lint-imports: $(STAMP)
@@ -75,8 +76,9 @@ browser-deps:
 
 # The real agent CLIs (claude, codex, gemini) at the versions pinned in
 # tests/support/agent_clis.py, installed with npm into ~/.cache/agent-turbo/agent-clis for
-# tests/integration/test_real_claude.py. `make test` tries it first (best effort: without
-# node/npm or the registry that test is skipped and says why).
+# tests/unit/test_real_claude.py and tests/integration/test_real_claude_worker.py. `make test`
+# tries it first (best effort: without node/npm or the registry those tests are skipped and
+# say why).
 .PHONY: agent-clis
 agent-clis: $(STAMP)
 	PYTHONPATH=tests $(PY) -m support.agent_clis install

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from celeryapp import app
+from celeryapp.core import backoff
 from celeryapp.core.names import NOTIFY_TASK
 
 from .delivery import DeliveryFailed, post_webhook, write_file
 
 MAX_ATTEMPTS = 6
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 300.0  # 1, 2, 4, 8, 16 s: the backoff's steps, unjittered
 DONE_TTL_S = 7 * 24 * 3600
 
 
@@ -26,6 +28,6 @@ def deliver(self, body: dict, spec: dict) -> dict:
         try:
             delivered["webhook_status"] = post_webhook(spec["webhook"], body)
         except DeliveryFailed as exc:
-            countdown = min(300, 2 ** self.request.retries)
+            countdown = backoff.ceiling(self.request.retries, RETRY_FIRST_S, RETRY_MAX_S)
             raise self.retry(exc=exc, countdown=countdown) from exc
     return {"delivered": True, **delivered}

@@ -1,6 +1,7 @@
 """The claude parser against what the real CLI printed (recorded by
 tests/support/record_claude.py against the Messages API stand-in; the live tests
-in tests/integration/test_real_claude*.py check the same against the CLI itself)."""
+in tests/unit/test_real_claude.py and tests/integration/test_real_claude_worker.py check
+the same against the CLI itself)."""
 from __future__ import annotations
 
 import json
