@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -121,17 +122,32 @@ def test_nothing_left_running(demo_run):
     assert not (state_dir / "redis").exists()  # its config held the password
 
 
+def _small_pipe() -> tuple[int, int]:
+    """A pipe that holds one page: a writer gets at most that far ahead of its reader."""
+    import fcntl
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, getattr(fcntl, "F_SETPIPE_SZ", 1031), 4096)
+    return read_end, write_end
+
+
 @needs_proc
 def test_ctrl_c_stops_everything(tmp_path):
-    """Ctrl-C in the middle of the run: the demo is held (SIGSTOP) from the moment its
-    workers are up until the SIGINT is pending, so that it cannot finish on its own in
-    between however slowly this machine scans /proc (it used to, beside other tests)."""
+    """Ctrl-C in the middle of the run. The demo writes to a one-page pipe and is held
+    (SIGSTOP) once its workers are up until the SIGINT is pending: with a normal pipe it
+    could write all its output and end while this test, beside others, still read or
+    scanned /proc (it did: exit 0, not 130)."""
+    read_end, write_end = _small_pipe()
     proc = subprocess.Popen([sys.executable, "-m", "celeryapp.dev.demo"], cwd=ROOT,
-                            env=demo_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            env=demo_env(tmp_path), stdout=write_end,
+                            stderr=subprocess.STDOUT)
+    os.close(write_end)
+    reader = os.fdopen(read_end, "r", errors="replace")
     seen = []
+    killer = threading.Timer(120, proc.kill)  # the read below has no timeout of its own
+    killer.start()
     try:
-        for line in proc.stdout:
+        for line in reader:
             seen.append(line)
             if "worker@beta ready" in line:
                 proc.send_signal(signal.SIGSTOP)  # the demo only: its workers run on
@@ -139,8 +155,11 @@ def test_ctrl_c_stops_everything(tmp_path):
         assert processes_matching(str(tmp_path)), "workers should be running now"
         proc.send_signal(signal.SIGINT)  # pending until it runs again
         proc.send_signal(signal.SIGCONT)
-        rest, _ = proc.communicate(timeout=90)
+        rest = reader.read()
+        proc.wait(90)
     finally:
+        killer.cancel()
+        reader.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
