@@ -133,29 +133,30 @@ def _small_pipe() -> tuple[int, int]:
 
 @needs_proc
 def test_ctrl_c_stops_everything(tmp_path):
-    """Ctrl-C in the middle of the run. The demo writes to a one-page pipe and is held
-    (SIGSTOP) once its workers are up until the SIGINT is pending: with a normal pipe it
-    could write all its output and end while this test, beside others, still read or
-    scanned /proc (it did: exit 0, not 130)."""
+    """Ctrl-C in the middle of the run. The demo writes to a one-page pipe read a byte at
+    a time (no read-ahead), and is held (SIGSTOP) once its workers are up until the
+    SIGINT is pending: with a normal pipe and a buffered reader it could write all its
+    output and end while this test, beside others, still read or scanned /proc (it did:
+    exit 0, not 130)."""
     read_end, write_end = _small_pipe()
     proc = subprocess.Popen([sys.executable, "-m", "celeryapp.dev.demo"], cwd=ROOT,
                             env=demo_env(tmp_path), stdout=write_end,
                             stderr=subprocess.STDOUT)
     os.close(write_end)
-    reader = os.fdopen(read_end, "r", errors="replace")
+    reader = os.fdopen(read_end, "rb", buffering=0)  # readline(): byte by byte
     seen = []
-    killer = threading.Timer(120, proc.kill)  # the read below has no timeout of its own
+    killer = threading.Timer(120, proc.kill)  # the reads below have no timeout of their own
     killer.start()
     try:
-        for line in reader:
-            seen.append(line)
-            if "worker@beta ready" in line:
+        for line in iter(reader.readline, b""):
+            seen.append(line.decode(errors="replace"))
+            if "worker@beta ready" in seen[-1]:
                 proc.send_signal(signal.SIGSTOP)  # the demo only: its workers run on
                 break
         assert processes_matching(str(tmp_path)), "workers should be running now"
         proc.send_signal(signal.SIGINT)  # pending until it runs again
         proc.send_signal(signal.SIGCONT)
-        rest = reader.read()
+        rest = reader.readall().decode(errors="replace")
         proc.wait(90)
     finally:
         killer.cancel()
