@@ -21,8 +21,10 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,24 @@ def make_sample_db(path: Path) -> None:
                    (i % 97)::DECIMAL(10,2) + 0.5 AS amount, 'c' || (i % 50) AS customer
             FROM range(5000) t(i)
         """)
+
+
+_KEPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
+
+
+@pytest.fixture(autouse=True)
+def _signal_dispositions_kept(request):
+    """A test that leaves this process's signal handling changed (Celery or billiard code
+    run in-process ignores SIGINT, say) would change every later test of this xdist
+    worker, and every child they start: restored here, with a warning naming the test."""
+    before = {sig: signal.getsignal(sig) for sig in _KEPT_SIGNALS}
+    yield
+    for sig, handler in before.items():
+        now = signal.getsignal(sig)
+        if now is not handler and now != handler:
+            warnings.warn(f"{request.node.nodeid} left {sig.name} handled by {now!r}; "
+                          f"restored {handler!r}", stacklevel=1)
+            signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="session")

@@ -122,6 +122,14 @@ def test_nothing_left_running(demo_run):
     assert not (state_dir / "redis").exists()  # its config held the password
 
 
+def _as_from_a_terminal() -> None:
+    """In the child before exec: Ctrl-C's default disposition, as a shell gives it. An
+    ignored SIGINT is inherited, and Python then never raises KeyboardInterrupt: a test
+    run that ignores it (an xdist worker after some in-process Celery code) would make
+    the demo ignore Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _small_pipe() -> tuple[int, int]:
     """A pipe that holds one page: a writer gets at most that far ahead of its reader."""
     import fcntl
@@ -141,7 +149,7 @@ def test_ctrl_c_stops_everything(tmp_path):
     read_end, write_end = _small_pipe()
     proc = subprocess.Popen([sys.executable, "-m", "celeryapp.dev.demo"], cwd=ROOT,
                             env=demo_env(tmp_path), stdout=write_end,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, preexec_fn=_as_from_a_terminal)
     os.close(write_end)
     reader = os.fdopen(read_end, "rb", buffering=0)  # readline(): byte by byte
     seen = []
