@@ -143,9 +143,9 @@ def _small_pipe() -> tuple[int, int]:
 def test_ctrl_c_stops_everything(tmp_path):
     """Ctrl-C in the middle of the run. The demo writes to a one-page pipe read a byte at
     a time (no read-ahead), and is held (SIGSTOP) once its workers are up until the
-    SIGINT is pending: with a normal pipe and a buffered reader it could write all its
-    output and end while this test, beside others, still read or scanned /proc (it did:
-    exit 0, not 130)."""
+    SIGINT is pending, so that however slowly this test reads or scans /proc beside
+    others, the demo cannot reach its end first. It starts with SIGINT's default
+    disposition (:func:`_as_from_a_terminal`)."""
     read_end, write_end = _small_pipe()
     proc = subprocess.Popen([sys.executable, "-m", "celeryapp.dev.demo"], cwd=ROOT,
                             env=demo_env(tmp_path), stdout=write_end,
