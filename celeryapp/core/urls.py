@@ -48,7 +48,7 @@ def _query_password(rest: str) -> bool:
 
 def is_redis(url: str | None) -> bool:
     """Whether ``url`` names a Redis server over TCP (``redis://`` or ``rediss://``)."""
-    return (url or "").startswith(("redis://", "rediss://"))
+    return (url or "").startswith(tuple(f"{scheme}://" for scheme in TCP_SCHEMES))
 
 
 def with_password(url: str, password: str | None) -> str:
